@@ -1,0 +1,5 @@
+import sys
+
+from vegalm.cli import main
+
+sys.exit(main())
