@@ -252,8 +252,10 @@ def test_order_does_not_matter_multirc(data, seed):
     )
 
 
-@given(st.lists(st.tuples(st.lists(answers, min_size=1, max_size=3), answers), min_size=1, max_size=10),
-       st.integers(0, 10**6))
+@given(
+    st.lists(st.tuples(st.lists(answers, min_size=1, max_size=3), answers), min_size=1, max_size=10),
+    st.integers(0, 10**6),
+)
 def test_order_does_not_matter_record(rows, seed):
     golds, preds = [r[0] for r in rows], [r[1] for r in rows]
     assert record_metrics(*_shuffled(seed, golds, preds)) == pytest.approx(record_metrics(golds, preds))

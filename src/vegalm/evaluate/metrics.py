@@ -65,7 +65,9 @@ def macro_f1(golds: Sequence[Hashable], preds: Sequence[Hashable], labels: Seque
     (sklearn ``zero_division=0``), so a tiny subset lacking a class cannot reach 100.
     """
     _check_aligned(golds, preds)
-    return 100.0 * float(f1_score(list(golds), list(preds), labels=list(labels), average="macro", zero_division=0.0))
+    return 100.0 * float(
+        f1_score(list(golds), list(preds), labels=list(labels), average="macro", zero_division=0.0)
+    )
 
 
 def mcc(golds: Sequence[Hashable], preds: Sequence[Hashable]) -> float:
@@ -221,4 +223,9 @@ def superglue_average(task_metrics: Mapping[str, Mapping[str, float]]) -> dict:
         per_task[task] = task_score(task, task_metrics[task])
     missing = [t for t in MAIN_TASK_METRICS if t not in per_task]
     partial = sum(per_task.values()) / len(per_task) if per_task else None
-    return {"score": None if missing else partial, "tasks": per_task, "missing": missing, "partial_score": partial}
+    return {
+        "score": None if missing else partial,
+        "tasks": per_task,
+        "missing": missing,
+        "partial_score": partial,
+    }
