@@ -16,12 +16,13 @@ Conventions
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from vegalm.errors import VegaError
+from vegalm.data.superglue.reading import iter_json_lines
+from vegalm.errors import DataError, DataErrors, VegaError
 
 # Canonical short names (CLI spelling) -> official folder names.
 FOLDERS: dict[str, str] = {
@@ -48,7 +49,9 @@ def canonical_task(name: str) -> str:
     for short, folder in FOLDERS.items():
         if key in (short, folder.lower().replace("-", "")):
             return short
-    raise VegaError(f"unknown task {name!r}; expected one of: {' '.join(TASK_NAMES)} (or the official folder names)")
+    raise VegaError(
+        f"unknown task {name!r}; expected one of: {' '.join(TASK_NAMES)} (or the official folder names)"
+    )
 
 
 # ---------------------------------------------------------------- typed examples
@@ -171,7 +174,13 @@ Example = PairExample | CopaExample | WicExample | WscExample | MultircExample |
 
 
 class Task(ABC):
-    """One SuperGLUE task. Subclasses set the class attributes and implement ``parse``."""
+    """One SuperGLUE task. Subclasses set the class attributes and implement ``parse``.
+
+    Reading is shared: :meth:`read_file` validates a whole file before returning anything,
+    collecting every bad line (malformed JSON, missing field, wrong type, unknown label,
+    task-specific span checks in ``parse``, duplicate ids) into one :class:`DataErrors`, so a
+    user fixes a file in one pass and no training step ever starts on half-valid data.
+    """
 
     name: ClassVar[str]  # canonical short name
     labels: ClassVar[tuple[str, ...] | None] = None  # leaderboard spellings, index = Example.label
@@ -189,6 +198,10 @@ class Task(ABC):
             return Path(data_dir) / self.folder / f"{self.folder}.jsonl"
         return Path(data_dir) / self.folder / f"{split}.jsonl"
 
+    def is_labelled(self, split: str) -> bool:
+        """Official test files carry no labels; the diagnostics' single file does."""
+        return self.name in DIAGNOSTICS or split != "test"
+
     @abstractmethod
     def parse(self, row: dict[str, Any], *, path: Path, line: int, labelled: bool) -> list[Example]:
         """Turn one JSON line into examples, raising ``DataError(path, line, ...)`` on bad input."""
@@ -196,3 +209,82 @@ class Task(ABC):
     @abstractmethod
     def leaderboard_lines(self, examples: Sequence[Example], preds: dict[Hashable, Any]) -> list[dict]:
         """The task's leaderboard file as a list of JSON objects, in the order of ``examples``."""
+
+    # ------------------------------------------------------------ reading and validation
+
+    def read(self, data_dir: str | Path, split: str) -> list[Example]:
+        """Read and validate one split of the official layout."""
+        path = self.split_path(data_dir, split)
+        if not path.is_file():
+            raise VegaError(f"{path}: not found ({self.folder} has no {split} file in {data_dir})")
+        return self.read_file(path, labelled=self.is_labelled(split))
+
+    def read_file(self, path: str | Path, *, labelled: bool) -> list[Example]:
+        """Parse every line of ``path``; raise DataErrors listing all problems, or return the examples."""
+        path = Path(path)
+        errors: list[DataError] = []
+        examples: list[Example] = []
+        seen: dict[tuple[str, Hashable], int] = {}
+        for line, row in iter_json_lines(path):
+            if isinstance(row, DataError):
+                errors.append(row)
+                continue
+            try:
+                if not isinstance(row, dict):
+                    raise DataError(path, line, f"expected a JSON object, got {type(row).__name__}")
+                parsed = self.parse(row, path=path, line=line, labelled=labelled)
+            except DataError as e:
+                errors.append(e)
+                continue
+            except DataErrors as e:
+                errors.extend(e.errors)
+                continue
+            ok = True
+            for what, key in self.unique_keys(parsed):
+                if (what, key) in seen:
+                    errors.append(
+                        DataError(path, line, f"duplicate {what} {key} (first at line {seen[what, key]})")
+                    )
+                    ok = False
+                else:
+                    seen[what, key] = line
+            if ok:
+                examples.extend(parsed)
+        if errors:
+            raise DataErrors(errors)
+        if not examples:
+            raise DataError(path, None, "no examples (the file is empty)")
+        return examples
+
+    def unique_keys(self, examples: Sequence[Example]) -> Iterable[tuple[str, Hashable]]:
+        """The ids of one line's examples that must be unique within a file, with their names."""
+        return [("idx", ex.key) for ex in examples]
+
+    def counts(self, examples: Sequence[Example]) -> dict[str, int]:
+        """What ``vegalm data check`` reports for a split (MultiRC and ReCoRD count more levels)."""
+        return {"examples": len(examples)}
+
+    # ------------------------------------------------------------ predictions
+
+    def prediction(
+        self, preds: dict[Hashable, Any], key: Hashable, allowed: Sequence[Any] | None = None
+    ) -> Any:
+        """``preds[key]``, or a VegaError naming the key; checks the value against ``allowed``."""
+        if key not in preds:
+            raise VegaError(f"{self.folder}: no prediction for key {key!r}")
+        value = preds[key]
+        # 0 == False in Python: compare types too so True is not accepted where 1 is expected.
+        if allowed is not None and not any(type(value) is type(a) and value == a for a in allowed):
+            raise VegaError(
+                f"{self.folder}: prediction for key {key!r} is {value!r}; expected one of "
+                f"{', '.join(repr(a) for a in allowed)}"
+            )
+        return value
+
+
+class LabelTask(Task):
+    """Tasks whose leaderboard line is ``{"idx": n, "label": one of labels}``."""
+
+    def leaderboard_lines(self, examples: Sequence[Example], preds: dict[Hashable, Any]) -> list[dict]:
+        assert self.labels is not None
+        return [{"idx": ex.key, "label": self.prediction(preds, ex.key, self.labels)} for ex in examples]
