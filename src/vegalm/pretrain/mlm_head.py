@@ -1,0 +1,103 @@
+"""An MLM model that computes vocabulary logits only where they are needed.
+
+A stock ``AutoModelForMaskedLM`` forward projects EVERY position onto the vocabulary:
+``[batch, length, vocab]`` logits (for MiniLM at batch 16 x 128: 2048 x 30522 floats, 250 MB,
+and as many FLOPs as the whole encoder), then the loss throws away the ~85% that are not
+targets. Here the encoder runs once, the hidden states of the target positions are gathered
+(``hidden[mask]`` -> ``[N, H]``) and only those go through the head (transform + decoder).
+The head modules of BERT (``cls``), RoBERTa/MPNet (``lm_head``), ALBERT (``predictions``) and
+DeBERTa-v2 (``cls``) are position-wise, so applying them to ``[N, H]`` gives exactly the rows
+of the full logits.
+
+Everything goes through :meth:`SparseMLM.forward` (several modes, one entry point) so that a
+DDP or FSDP wrapper around this module sees every use of the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+# Children of an *ForMaskedLM model that hold the whole position-wise head, in lookup order.
+HEAD_ATTRS = ("cls", "lm_head", "predictions")
+
+
+def find_head(mlm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The position-wise MLM head of ``mlm``: a callable ``[..., H] -> [..., V]``."""
+    out = mlm.get_output_embeddings() if hasattr(mlm, "get_output_embeddings") else None
+    for name in HEAD_ATTRS:
+        head = getattr(mlm, name, None)
+        if isinstance(head, nn.Module) and (out is None or any(m is out for m in head.modules())):
+            return head
+    # DistilBERT keeps its head as loose layers on the model.
+    if all(hasattr(mlm, a) for a in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
+        return lambda h: mlm.vocab_projector(mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h))))
+    raise TypeError(
+        f"{type(mlm).__name__}: no position-wise MLM head found (looked for {', '.join(HEAD_ATTRS)}); "
+        "vegalm's sparse MLM head supports BERT, RoBERTa, MPNet, ALBERT, DeBERTa-v2 and DistilBERT"
+    )
+
+
+def nll_chunked(
+    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
+    """``-log softmax(head(hidden))[target]`` for each row of ``hidden [N, H]``, in chunks.
+
+    Own-token NLL needs the full vocabulary at each scored position (for the normaliser), but
+    never all at once: ``chunk`` rows at a time, logits reduced to one number each (log-sum-exp
+    minus the target's logit, in float32 even when the head runs in bf16) and freed.
+    """
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for s in range(0, hidden.shape[0], chunk):
+        logits = head(hidden[s : s + chunk]).float()
+        tgt = targets[s : s + chunk].unsqueeze(1)
+        out[s : s + chunk] = torch.logsumexp(logits, dim=-1) - logits.gather(1, tgt).squeeze(1)
+    return out
+
+
+class SparseMLM(nn.Module):
+    """Wraps a ``*ForMaskedLM`` model; the wrapped model is saved as is (``.mlm``).
+
+    Modes of :meth:`forward`:
+    - ``positions`` (bool ``[B, L]``): logits ``[N, V]`` at those positions, row-major order
+      (the order of ``input_ids[positions]``).
+    - ``positions`` and ``targets``: own-token NLL ``[N]`` there (chunked full vocabulary).
+    - ``return_hidden=True``: also the encoder output ``[B, L, H]``, which a later call can
+      pass as ``hidden`` to reuse (the online variant scores, then picks positions).
+    - no ``positions``: full logits ``[B, L, V]`` (only for checks and baselines).
+    """
+
+    def __init__(self, mlm: nn.Module, nll_chunk: int = 1024) -> None:
+        super().__init__()
+        self.mlm = mlm
+        self.nll_chunk = nll_chunk
+        self._head = find_head(mlm)
+
+    @property
+    def config(self):  # noqa: ANN201 - the wrapped model's config
+        return self.mlm.config
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # Only ids and mask: MPNet/RoBERTa take no token types, BERT defaults them to zeros.
+        return self.mlm.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if hidden is None:
+            hidden = self.encode(input_ids, attention_mask)
+        if positions is None:
+            out = self._head(hidden)
+        elif targets is None:
+            out = self._head(hidden[positions])
+        else:
+            out = nll_chunked(self._head, hidden[positions], targets, self.nll_chunk)
+        return (out, hidden) if return_hidden else out

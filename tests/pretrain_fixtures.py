@@ -1,0 +1,36 @@
+"""Helpers shared by the pretraining tests (corpus, masking, questions, SE): small models and corpora."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def bert_tiny_path() -> Path:
+    """BERT-tiny's folder, found without importing its package (it ships a trained MLM head)."""
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("bert-tiny (package cognition) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+_TEXT = (
+    "the quick brown fox jumps over the lazy dog while a curious cat watches from the old wooden "
+    "fence and the farmer counts his sheep in the green valley below the silent hills"
+)
+WORDS = tuple(_TEXT.split(" "))
+
+
+def write_text_corpus(path: Path, n_docs: int = 12, seed: int = 0) -> Path:
+    """A plain-text corpus: documents separated by blank lines, a few lines each."""
+    import random
+
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + "." for _ in range(rng.randint(1, 4))]
+        docs.append("\n".join(lines))
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
