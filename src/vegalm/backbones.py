@@ -106,7 +106,8 @@ for _p in (
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    on = {"1", "true", "yes", "on"}
+    return any(os.environ.get(v, "").strip().lower() in on for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
@@ -164,6 +165,8 @@ def _as_not_found(name: str, path: str) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError) as e:  # hub miss, unreadable folder, unknown model_type
+        if isinstance(e, ValueError) and "Unrecognized" not in str(e):
+            raise  # a real bug (bad keyword, ...), not a missing model
         where = path if path == name else f"{name} ({path})"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelNotFound(f"cannot load {where}: {first}") from e
