@@ -98,6 +98,9 @@ def test_resolve_local_dir_and_errors(tmp_path: Path) -> None:
         backbones.resolve_model_path(str(tmp_path))
     with pytest.raises(ModelNotFound, match="no such model folder"):
         backbones.resolve_model_path(str(tmp_path / "missing"))
+    (tmp_path / "config.json").write_text('{"model_type": "nonsense"}')
+    with pytest.raises(ModelNotFound, match="cannot load .*model type `nonsense`"):
+        backbones.load_encoder(str(tmp_path))
     with pytest.raises(ModelNotFound, match="not in the local Hugging Face cache"):
         backbones.load_encoder("some-org/not-a-cached-model")
 
