@@ -1,0 +1,327 @@
+"""The training loop shared by fine-tuning and pretraining, on Accelerate.
+
+Read it top to bottom like nanoGPT's train.py: build the optimizer and schedule, resume if a
+checkpoint exists, then loop over optimizer steps, each made of ``grad_accum`` micro-batches.
+What a step computes is the caller's business (the ``loss_fn`` hook); everything around it
+(devices, mixed precision, accumulation, clipping, schedule, evaluation, best model, early
+stopping, checkpoints, logs) lives here once.
+
+Accelerate decides where the code runs (CPU, one GPU, several GPUs or nodes through
+``accelerate launch``): the same script, configured from outside. We deliberately do not hand
+our DataLoader to ``accelerator.prepare``: batches come from :mod:`vegalm.train.sampling`, a pure
+function of (seed, epoch), and are sharded here, so the position in an epoch is two integers
+and a resumed run replays exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import send_to_device, set_seed
+from tqdm.auto import tqdm
+
+from vegalm.errors import VegaError
+from vegalm.io import atomic_dir, recover_dir
+from vegalm.train import checkpoint as ckpt
+from vegalm.train.config import TrainConfig
+from vegalm.train.optim import build_optimizer, build_scheduler
+from vegalm.train.runs import write_metrics
+from vegalm.train.sampling import epoch_batches, shard
+
+log = logging.getLogger("vegalm.train")
+
+LossFn = Callable[[torch.nn.Module, dict], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+
+
+class TrainingDiverged(VegaError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    best_metric: float | None
+    best_step: int | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
+    """One Accelerator per run. Accelerate keeps its state in a process-wide singleton; in a
+    single process (tests, ``--seeds``) we reset it when a run asks for another precision."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != cfg.mixed_precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    kwargs: dict[str, Any] = {}
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (only checking that the tracker can work)
+
+            kwargs = {"log_with": "tensorboard", "project_dir": str(out_dir)}
+        except ImportError:
+            log.warning("tensorboard is not installed: training curves go to train.log only")
+    return Accelerator(mixed_precision=cfg.mixed_precision, **kwargs)
+
+
+def _maybe_test_kill(step: int) -> None:
+    # Test hook: simulate a crash right after an optimizer step (tests/test_train_resume.py).
+    if os.environ.get("VEGALM_TEST_KILL_AT_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Engine:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: torch.nn.Module,
+        train_data: Sequence[Any],
+        *,
+        collate_fn: Callable[[list[Any]], dict],
+        loss_fn: LossFn,
+        out_dir: str | Path,
+        lengths: Sequence[int] | None = None,
+        eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+        save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        if len(train_data) == 0:
+            raise VegaError("no training examples")
+        self.cfg, self.train_data, self.collate_fn, self.loss_fn = cfg, train_data, collate_fn, loss_fn
+        self.lengths, self.eval_fn = lengths, eval_fn
+        self.save_model_fn = save_model_fn or _save_state_dict
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.accelerator = accelerator or make_accelerator(cfg, self.out_dir)
+        acc = self.accelerator
+
+        # Steps: micro-batches per process per epoch -> optimizer steps per epoch -> total.
+        self.batches_per_epoch = len(self._epoch_batches(0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
+
+        optimizer = build_optimizer(model, cfg)
+        # The scheduler is NOT prepared: Accelerate would step it once per process per call,
+        # assuming a schedule counted in un-sharded batches. Ours counts optimizer steps.
+        self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+
+    # ------------------------------------------------------------------ data
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        cfg, acc = self.cfg, self.accelerator
+        batches = epoch_batches(
+            len(self.train_data),
+            cfg.batch_size,
+            seed=cfg.seed,
+            epoch=epoch,
+            lengths=self.lengths if cfg.length_grouped else None,
+            mega_batch_mult=cfg.mega_batch_mult,
+        )
+        return shard(batches, acc.process_index, acc.num_processes)
+
+    def _batch(self, indices: list[int]) -> dict:
+        return send_to_device(self.collate_fn([self.train_data[i] for i in indices]), self.accelerator.device)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> TrainResult:
+        cfg, acc, model = self.cfg, self.accelerator, self.model
+        set_seed(cfg.seed)  # dropout streams start from the seed (a resume overwrites them below)
+        state = self._resume()
+        if state["done"]:
+            log.info("run already finished at step %d; nothing to train", state["step"])
+            return self._result(state)
+        if cfg.tensorboard and acc.log_with:
+            acc.init_trackers("tensorboard", config=_scalars(cfg.to_dict()))
+        if acc.is_main_process:
+            log.info(
+                "training: %d examples, %d optimizer steps (%d per epoch), micro-batch %d x %d accumulation x %d processes, %s precision",
+                len(self.train_data), self.total_steps, self.steps_per_epoch, cfg.batch_size,
+                cfg.grad_accum, acc.num_processes, cfg.mixed_precision,
+            )
+        bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
+                   disable=not (cfg.progress and acc.is_local_main_process))
+        window: dict[str, list[float]] = {}
+        seen, t0 = 0, time.perf_counter()
+        model.train()
+        stop = False
+        while not stop and state["step"] < self.total_steps:
+            batches = self._epoch_batches(state["epoch"])
+            while state["batch"] < len(batches) and state["step"] < self.total_steps:
+                group = batches[state["batch"] : state["batch"] + cfg.grad_accum]
+                loss_sum, logs = self._accumulate(group, state["step"] + 1)
+                seen += sum(len(b) for b in group) * acc.num_processes
+                state["step"] += 1
+                state["batch"] += len(group)
+                _maybe_test_kill(state["step"])
+                for k, v in {"loss": loss_sum, **logs}.items():
+                    window.setdefault(k, []).append(v)
+                speed = seen / (time.perf_counter() - t0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{speed:.1f}", refresh=False)
+                if state["step"] % cfg.log_every == 0:
+                    self._log(state, window, speed)
+                    window = {}
+                epoch_end = state["batch"] >= len(batches)
+                if epoch_end:
+                    state["epoch"] += 1
+                    state["batch"] = 0
+                last = state["step"] >= self.total_steps
+                evaluate = epoch_end or last or (cfg.eval_every and state["step"] % cfg.eval_every == 0)
+                if evaluate:
+                    stop = self._evaluate(state)
+                state["done"] = last or stop
+                if evaluate or state["done"] or (cfg.save_every and state["step"] % cfg.save_every == 0):
+                    if state["done"] and self.eval_fn is None:
+                        self._save_best()  # no evaluation: the final model is the one to keep
+                    ckpt.save_checkpoint(acc, self.ckpt_dir, state["step"], state)
+                if stop or epoch_end:
+                    break
+        bar.close()
+        if acc.log_with:
+            acc.end_training()
+        if stop:
+            log.info("early stopping: no improvement in %d evaluations", cfg.early_stopping)
+        return self._result(state)
+
+    def _accumulate(self, group: list[list[int]], step: int) -> tuple[float, dict[str, float]]:
+        """One optimizer step over the micro-batches of ``group``; returns the mean loss and logs."""
+        acc, model = self.accelerator, self.model
+        total = torch.zeros((), device=acc.device)
+        sums: dict[str, float] = {}
+        for i, indices in enumerate(group):
+            batch = self._batch(indices)
+            # Skip the gradient all-reduce on all but the last micro-batch: it would be wasted.
+            sync = contextlib.nullcontext() if i == len(group) - 1 else acc.no_sync(model)
+            with sync:
+                with acc.autocast():
+                    out = self.loss_fn(model, batch)
+                loss, logs = out if isinstance(out, tuple) else (out, {})
+                # Each micro-batch's mean loss counts 1/len(group): the step's gradient is the
+                # gradient of the mean over the group, as with one big batch.
+                acc.backward(loss / len(group))
+            total += loss.detach().float()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / len(group)
+        mean = acc.reduce(total / len(group), reduction="mean")  # same value on every process
+        loss_value = float(mean)
+        if not math.isfinite(loss_value):
+            self._diverged(f"loss is {loss_value}", step)
+        if self.cfg.max_grad_norm > 0:
+            norm = acc.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
+            # fp16's scaler skips overflowing steps by design; elsewhere an infinite norm is fatal.
+            if self.cfg.mixed_precision != "fp16" and not math.isfinite(float(norm)):
+                self._diverged(f"gradient norm is {float(norm)}", step)
+        self.optimizer.step()
+        if not self.optimizer.step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, sums
+
+    def _diverged(self, what: str, step: int) -> None:
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"training diverged: {what} at optimizer step {step}; {kept} (untouched). "
+            "Try a lower --lr, more warm-up, or --mixed-precision no/bf16 instead of fp16."
+        )
+
+    # ------------------------------------------------------------------ evaluation and best model
+
+    def _evaluate(self, state: dict[str, Any]) -> bool:
+        """Evaluate, keep best/, update history; returns True when early stopping triggers."""
+        cfg, acc = self.cfg, self.accelerator
+        if self.eval_fn is None:
+            return False
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.eval_fn(self.model)
+        self.model.train(was_training)
+        if cfg.metric not in metrics:
+            raise VegaError(f"evaluation returned {sorted(metrics)}, not the selection metric {cfg.metric!r}")
+        value = float(metrics[cfg.metric])
+        record = {"step": state["step"], "epoch": round(state["step"] / self.steps_per_epoch, 4), **metrics}
+        state["history"].append(record)
+        best = state["best"]
+        improved = best is None or (value > best if cfg.greater_is_better else value < best)
+        if improved:
+            state["best"], state["best_step"], state["bad_evals"] = value, state["step"], 0
+            self._save_best()
+        else:
+            state["bad_evals"] += 1
+        if acc.is_main_process:
+            write_metrics(self.out_dir, state["history"])
+            shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+            log.info("eval step %d (epoch %.2f): %s%s", state["step"], record["epoch"], shown,
+                     "  [best]" if improved else "")
+        if acc.log_with:
+            acc.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}, step=state["step"])
+        return bool(cfg.early_stopping and state["bad_evals"] >= cfg.early_stopping)
+
+    def _save_best(self) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_dir(self.out_dir / "best") as tmp:
+                self.save_model_fn(acc.unwrap_model(self.model), tmp)
+        acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ resume, logs, result
+
+    def _resume(self) -> dict[str, Any]:
+        state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None,
+                 "bad_evals": 0, "history": [], "done": False, "total_steps": self.total_steps}
+        if self.accelerator.is_main_process:
+            recover_dir(self.out_dir / "best")  # finish or undo a best/ swap cut by a crash
+            for stale in ckpt.remove_stale(self.ckpt_dir):
+                log.info("removed an incomplete checkpoint left by an interrupted run: %s", stale)
+        self.accelerator.wait_for_everyone()
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        if last is None:
+            return state
+        state.update(ckpt.load_checkpoint(self.accelerator, last))
+        if state.get("total_steps", self.total_steps) != self.total_steps:
+            raise VegaError(f"{last}: planned for {state['total_steps']} steps, this run plans {self.total_steps}")
+        if self.accelerator.is_main_process:
+            write_metrics(self.out_dir, state["history"])  # drop evaluations after the checkpoint
+            log.info("resumed from %s (step %d, epoch %d, batch %d)", last, state["step"], state["epoch"], state["batch"])
+        return state
+
+    def _log(self, state: dict[str, Any], window: dict[str, list[float]], speed: float) -> None:
+        logs = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
+        logs["train/lr"] = self.scheduler.get_last_lr()[0]
+        logs["train/examples_per_s"] = speed
+        if self.accelerator.log_with:
+            self.accelerator.log(logs, step=state["step"])
+        if self.accelerator.is_main_process:
+            log.info("step %d/%d %s", state["step"], self.total_steps,
+                     " ".join(f"{k[6:]}={v:.4g}" for k, v in logs.items()))
+
+    def _result(self, state: dict[str, Any]) -> TrainResult:
+        stopped = bool(self.cfg.early_stopping and state["bad_evals"] >= self.cfg.early_stopping)
+        return TrainResult(state["step"], state["best"], state["best_step"], state["history"], stopped)
+
+
+def _save_state_dict(model: torch.nn.Module, directory: Path) -> None:
+    from safetensors.torch import save_model
+
+    save_model(model, str(directory / "model.safetensors"))
+
+
+def _scalars(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, int | float | str | bool)}

@@ -1,0 +1,42 @@
+"""AdamW without weight decay on biases and LayerNorm weights, and the warm-up/decay schedule.
+
+Decaying a bias or a normalisation gain towards zero is not regularisation, it just fights the
+model (BERT's original recipe excludes them); we exclude every 1-D parameter, which catches
+biases and LayerNorm/RMSNorm weights whatever the module is called.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from vegalm.train.config import TrainConfig
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for _name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue  # frozen parts (e.g. a frozen backbone under prompt tuning) are not optimised
+        (no_decay if p.ndim < 2 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps
+    )
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(cfg.warmup_ratio * total_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warm-up from 0 to lr, then linear decay to 0 at ``total_steps`` (one step per update)."""
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps(cfg, total_steps), total_steps)

@@ -1,0 +1,117 @@
+"""The run directory: resolved config, consistency on resume, log file, metrics history.
+
+A run directory is identified by its ``config.yaml``: re-running a command with the same
+resolved configuration resumes it; a different configuration is refused (it would silently mix
+two experiments in one directory), naming the keys that differ, unless the user passes
+``--overwrite``. Nothing is written or deleted before that check passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vegalm.errors import VegaError
+from vegalm.io import write_text
+
+CONFIG_FILE = "config.yaml"
+# Keys that change how a run is shown, not what it computes: they may differ on resume.
+COSMETIC = frozenset({"log_every", "tensorboard", "progress", "data", "verbose"})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], cosmetic=COSMETIC) -> list[str]:
+    """Human-readable differences ``key: old -> new`` between two configs, cosmetic keys ignored."""
+    a, b = _flatten(old), _flatten(new)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[-1] in cosmetic:
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return diffs
+
+
+def normalise(config: dict[str, Any]) -> dict[str, Any]:
+    """What the config looks like once written and read back (tuples become lists, ...)."""
+    return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
+def prepare_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Make ``out`` a run directory for ``config``; returns True when it resumes an existing run.
+
+    Raises VegaError, touching nothing, when ``out`` holds a run with a different configuration
+    (without ``overwrite``) or is a non-empty directory that is not a run directory.
+    """
+    out = Path(out)
+    config = normalise(config)
+    cfg_path = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise VegaError(f"{out}: exists and is not a directory")
+    if cfg_path.is_file():
+        try:
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise VegaError(f"{cfg_path}: unreadable run configuration ({e}); use a new --out") from e
+        diffs = config_diff(old, config)
+        if not diffs:
+            write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))  # refresh cosmetic keys
+            return True
+        if not overwrite:
+            raise VegaError(
+                f"{out} holds a run with a different configuration; it would not resume it:\n  "
+                + "\n  ".join(diffs)
+                + "\nuse a new --out, or --overwrite to delete that run and start again"
+            )
+        shutil.rmtree(out)
+    elif out.is_dir() and any(out.iterdir()):
+        raise VegaError(
+            f"{out} is not empty and is not a vegalm run directory (no {CONFIG_FILE}); "
+            "choose a new or empty --out (it is never deleted)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
+    return False
+
+
+def load_config(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / CONFIG_FILE
+    if not path.is_file():
+        raise VegaError(f"{run}: not a vegalm run directory (no {CONFIG_FILE})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one line per evaluation, rewritten whole so a resumed run has no duplicates."""
+    write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def attach_log(out: Path, name: str = "vegalm") -> logging.Handler:
+    """Mirror the ``vegalm`` logger into ``out/train.log`` (appending: a resume continues the log)."""
+    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def detach_log(handler: logging.Handler, name: str = "vegalm") -> None:
+    logging.getLogger(name).removeHandler(handler)
+    handler.close()
