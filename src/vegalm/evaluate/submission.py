@@ -99,13 +99,15 @@ def check(zip_path: str | Path, data_dir: str | Path, *, strict: bool = False) -
             task_obj = get_task(task)
             test_file = task_obj.split_path(data_dir, "test")
             if not test_file.is_file():
-                message = (
-                    f"{name}: no test file at {test_file}; checked the format only, not ids, count or order"
-                )
+                missing = f"no test file at {test_file}"
                 if strict:
-                    file_errors.append(DataError(name, None, message + " (--strict)"))
+                    file_errors.append(
+                        DataError(name, None, f"{missing} (--strict: ids, count and order must be checked)")
+                    )
                 else:
-                    report.warnings.append(message)
+                    report.warnings.append(
+                        f"{name}: {missing}; checked the format only, not ids, count or order"
+                    )
                     report.format_only.append(name)
             else:
                 examples = read_split(task, data_dir, "test")
