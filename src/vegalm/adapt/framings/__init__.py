@@ -1,0 +1,1 @@
+"""Per-framing encoders: ``text`` (pair, COPA, MultiRC, ReCoRD) and ``spans`` (WiC, WSC)."""
