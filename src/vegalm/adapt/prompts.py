@@ -1,0 +1,401 @@
+"""Deep prompt tuning (P-tuning v2): trainable key/value prefixes at every layer of a frozen encoder.
+
+Every self-attention layer ``l`` gets P extra key and value vectors per head, ``K_l, V_l``
+of shape ``[heads, P, head_dim]``, prepended to the keys/values computed from the tokens.
+Every token can attend to them (the attention mask is extended with P "keep" entries); they
+are not tokens themselves, so they produce no output rows, take no position (real tokens keep
+positions 0..L-1 exactly as without a prompt) and get no MPNet relative-position bias.
+Because the prefix lives inside attention, any framing (one sequence, several choices per
+example, span pooling) works unchanged.
+
+Why not peft's prefix tuning: with transformers 5.x, peft feeds the prefix through
+``past_key_values``/``cache``. MPNetModel accepts no cache at all (prefix tuning cannot be
+applied), and BertModel derives its position ids from the cache length, so every real token
+is shifted to positions P..P+L-1 (different inputs to the frozen model than in pretraining).
+So the prefix is implemented here, in ~100 lines, by swapping the class of each
+self-attention module for a subclass whose ``forward`` prepends the prefix and otherwise runs
+the original computation (same projections, same attention kernel for BERT). Swapping the
+class rather than wrapping the module keeps every backbone ``state_dict`` key unchanged, and
+the model stays deep-copyable and picklable.
+
+The prompt module is registered once, as ``deep_prompt`` on the module passed to
+:func:`attach_prompt` (normally the TaskModel), so optimisers, ``.to(device)`` and
+``state_dict`` see its parameters; the attention layers only hold a plain reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import BertSelfAttention, eager_attention_forward
+from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
+
+from vegalm.errors import VegaError
+from vegalm.io import atomic_path
+
+PROMPT_ATTR = "deep_prompt"  # where attach_prompt registers the prompt module
+FORMAT_VERSION = 1
+FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_layers", "num_heads", "vocab_size", "embedding_sha256")
+
+
+class DeepPrompt(nn.Module):
+    """P learned key/value vectors per layer and head.
+
+    ``reparam_hidden > 0`` turns on P-tuning v2's reparameterisation: the prefixes are the
+    output of an MLP (``Linear -> tanh -> Linear``) over P trainable embeddings, which can
+    make optimisation steadier on some tasks; the saved prompt then holds the MLP too.
+    Without it (the default) the prefixes are the parameters, initialised ``N(0, init_std)``:
+    small keys give near-uniform attention logits towards the prefix and small values add
+    little, so training starts from (almost) the frozen model's own behaviour.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        length: int = 20,
+        *,
+        reparam_hidden: int = 0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if length < 0 or num_layers < 1 or num_heads < 1 or head_dim < 1:
+            raise VegaError(
+                f"bad prompt shape: length {length}, {num_layers} layers, {num_heads}x{head_dim} heads"
+            )
+        self.P, self.num_layers, self.num_heads, self.head_dim = length, num_layers, num_heads, head_dim
+        self.reparam_hidden, self.init_std = reparam_hidden, init_std
+        shape = (num_layers, num_heads, length, head_dim)
+        if reparam_hidden:
+            hidden = num_heads * head_dim
+            # nn.Embedding's N(0, 1) init, as in P-tuning v2; the MLP sets the prefixes' scale.
+            self.embedding = nn.Parameter(torch.randn(length, hidden))
+            self.mlp = nn.Sequential(
+                nn.Linear(hidden, reparam_hidden),
+                nn.Tanh(),
+                nn.Linear(reparam_hidden, num_layers * 2 * hidden),
+            )
+        else:
+            self.key = nn.Parameter(torch.randn(shape) * init_std)
+            self.value = nn.Parameter(torch.randn(shape) * init_std)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, length: int = 20, **kw: Any) -> DeepPrompt:
+        """A prompt shaped for ``model``'s backbone (a TaskModel or a bare encoder)."""
+        cfg = find_backbone(model).config
+        heads = cfg.num_attention_heads
+        return cls(cfg.num_hidden_layers, heads, cfg.hidden_size // heads, length, **kw)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "length": self.P,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "reparam_hidden": self.reparam_hidden,
+            "init_std": self.init_std,
+        }
+
+    def key_values(self) -> torch.Tensor:
+        """All prefixes as one tensor ``[layers, 2 (key, value), heads, P, head_dim]``."""
+        if not self.reparam_hidden:
+            return torch.stack([self.key, self.value], dim=1)
+        out = self.mlp(self.embedding)  # [P, layers * 2 * hidden]
+        out = out.view(self.P, self.num_layers, 2, self.num_heads, self.head_dim)
+        return out.permute(1, 2, 3, 0, 4)
+
+    def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value prefixes ``[heads, P, head_dim]`` of one layer."""
+        if not self.reparam_hidden:
+            return self.key[index], self.value[index]
+        kv = self.key_values()[index]
+        return kv[0], kv[1]
+
+    def mean_vector(self) -> torch.Tensor:
+        """The prompt as one vector, for SPoT-style task similarity (cosine between prompts).
+
+        For each of the P prefix positions, the keys and values of all layers and heads are
+        concatenated (layer-major: layer 0 key, layer 0 value, layer 1 key, ...); the P such
+        vectors are then averaged. Layers are concatenated, not averaged, because each layer's
+        keys live in their own space. Length ``num_layers * 2 * hidden``; detached, float32, CPU.
+        """
+        if self.P == 0:
+            raise VegaError("a zero-length prompt has no mean vector")
+        kv = self.key_values().detach().float().cpu()  # [layers, 2, heads, P, head_dim]
+        return kv.permute(3, 0, 1, 2, 4).reshape(self.P, -1).mean(0)
+
+
+# ------------------------------------------------------------------ attention with a prefix
+
+
+def _extend_mask(mask: torch.Tensor | None, p: int) -> torch.Tensor | None:
+    """Prepend P "attend" entries on the key axis, in whatever form the mask comes.
+
+    transformers 5.x gives self-attention ``None`` (no padding), a bool mask (sdpa: True =
+    attend), an additive float mask (eager: 0 = attend), or a 2D 0/1 padding mask (flash).
+    """
+    if mask is None or p == 0:
+        return mask
+    if not isinstance(mask, torch.Tensor):
+        raise VegaError(f"deep prompts do not support the attention mask type {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        keep = torch.ones((), dtype=torch.bool, device=mask.device)
+    elif mask.is_floating_point() and mask.dim() == 4:
+        keep = torch.zeros((), dtype=mask.dtype, device=mask.device)
+    else:
+        keep = torch.ones((), dtype=mask.dtype, device=mask.device)
+    return torch.cat([keep.expand(*mask.shape[:-1], p), mask], dim=-1)
+
+
+def _prefixed(
+    k: torch.Tensor, v: torch.Tensor, prefix: tuple[DeepPrompt, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k, v [B, H, L, D]`` -> ``[B, H, P + L, D]`` with the layer's prefix in front."""
+    prompt, index = prefix
+    pk, pv = prompt.layer(index)
+    b = k.size(0)
+    pk = pk.to(k.dtype).unsqueeze(0).expand(b, -1, -1, -1)
+    pv = pv.to(v.dtype).unsqueeze(0).expand(b, -1, -1, -1)
+    return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+
+
+class PrefixBertSelfAttention(BertSelfAttention):
+    """BertSelfAttention (BERT, MiniLM) that also attends to the layer's prefix."""
+
+    _vegalm_prefix: tuple[DeepPrompt, int] | None = None
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):  # type: ignore[override]
+        prefix = self._vegalm_prefix
+        if prefix is None or prefix[0].P == 0:
+            return super().forward(hidden_states, attention_mask=attention_mask, cache=cache, **kwargs)
+        if cache is not None or kwargs.get("past_key_values") is not None:
+            raise VegaError("deep prompts are for encoder-only use: a decoder cache is not supported")
+        kwargs.pop("encoder_hidden_states", None)
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        q = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
+        k = self.key(hidden_states).view(*hidden_shape).transpose(1, 2)
+        v = self.value(hidden_states).view(*hidden_shape).transpose(1, 2)
+        k, v = _prefixed(k, v, prefix)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        out, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            _extend_mask(attention_mask, prefix[0].P),
+            dropout=0.0 if not self.training else self.dropout.p,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return out.reshape(*input_shape, -1).contiguous(), weights
+
+
+class PrefixMPNetSelfAttention(MPNetSelfAttention):
+    """MPNetSelfAttention with the prefix; the prefix columns get no relative-position bias."""
+
+    _vegalm_prefix: tuple[DeepPrompt, int] | None = None
+
+    def forward(
+        self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs
+    ):  # type: ignore[override]
+        prefix = self._vegalm_prefix
+        if prefix is None or prefix[0].P == 0:
+            return super().forward(hidden_states, attention_mask, position_bias, output_attentions, **kwargs)
+        p = prefix[0].P
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        q = self.q(hidden_states).view(hidden_shape).transpose(1, 2)
+        k = self.k(hidden_states).view(hidden_shape).transpose(1, 2)
+        v = self.v(hidden_states).view(hidden_shape).transpose(1, 2)
+        k, v = _prefixed(k, v, prefix)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
+        if position_bias is not None:
+            scores = scores + nn.functional.pad(position_bias, (p, 0))  # zero bias towards the prefix
+        mask = _extend_mask(attention_mask, p)
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            else:
+                scores = scores + mask
+        probs = self.dropout(nn.functional.softmax(scores, dim=-1))
+        c = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        o = self.o(c.view(*c.shape[:-2], self.all_head_size))
+        return (o, probs) if output_attentions else (o,)
+
+
+_PREFIX_CLASSES: dict[type, type] = {
+    BertSelfAttention: PrefixBertSelfAttention,
+    MPNetSelfAttention: PrefixMPNetSelfAttention,
+}
+_ORIGINAL = {v: k for k, v in _PREFIX_CLASSES.items()}
+
+
+# ------------------------------------------------------------------ attaching and freezing
+
+
+def find_backbone(model: nn.Module) -> PreTrainedModel:
+    """The transformers encoder inside ``model`` (the model itself, ``model.encoder``, or the first one)."""
+    if isinstance(model, PreTrainedModel):
+        return model
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, PreTrainedModel):
+        return encoder
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            return module
+    raise VegaError(f"{type(model).__name__} holds no transformers backbone")
+
+
+def _self_attentions(backbone: nn.Module) -> list[nn.Module]:
+    found = [m for m in backbone.modules() if type(m) in _PREFIX_CLASSES or type(m) in _ORIGINAL]
+    if not found:
+        supported = ", ".join(c.__name__ for c in _PREFIX_CLASSES)
+        raise VegaError(
+            f"deep prompts support encoders built from {supported}; "
+            f"{type(backbone).__name__} ({getattr(backbone.config, 'model_type', '?')}) has none"
+        )
+    return found
+
+
+def attach_prompt(model: nn.Module, prompt: DeepPrompt) -> None:
+    """Make the (frozen) backbone in ``model`` attend to ``prompt`` at every layer.
+
+    ``model`` is a TaskModel or a bare encoder; the prompt is registered on it as
+    ``model.deep_prompt`` (replacing a previously attached one).
+    """
+    backbone = find_backbone(model)
+    layers = _self_attentions(backbone)
+    cfg = backbone.config
+    expect = (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads)
+    got = (prompt.num_layers, prompt.num_heads, prompt.head_dim)
+    if len(layers) != expect[0] or got != expect:
+        raise VegaError(
+            f"prompt shape (layers, heads, head_dim) = {got} does not fit the backbone {expect} "
+            f"({len(layers)} self-attention modules)"
+        )
+    for index, module in enumerate(layers):
+        if type(module) in _PREFIX_CLASSES:
+            module.__class__ = _PREFIX_CLASSES[type(module)]
+        module._vegalm_prefix = (prompt, index)
+    setattr(model, PROMPT_ATTR, prompt)
+
+
+def detach_prompt(model: nn.Module) -> DeepPrompt | None:
+    """Undo :func:`attach_prompt`: the backbone is the plain model again; returns the prompt."""
+    for module in _self_attentions(find_backbone(model)):
+        if type(module) in _ORIGINAL:
+            module.__dict__.pop("_vegalm_prefix", None)
+            module.__class__ = _ORIGINAL[type(module)]
+    prompt = getattr(model, PROMPT_ATTR, None)
+    if prompt is not None:
+        delattr(model, PROMPT_ATTR)
+    return prompt
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Freeze every backbone weight; the attached prompt and everything outside the backbone
+    (the task head) stay trainable."""
+    backbone = find_backbone(model)
+    prompt = getattr(model, PROMPT_ATTR, None)
+    prompt_ids = {id(p) for p in prompt.parameters()} if prompt is not None else set()
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in prompt_ids or id(param) not in backbone_ids)
+
+
+# ------------------------------------------------------------------ fingerprint, save, load
+
+
+def backbone_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """Identity of the backbone a prompt belongs to: shape, plus a hash of the word embeddings.
+
+    The embedding hash tells two checkpoints of the same architecture apart (e.g. bert-tiny
+    before and after fine-tuning) without hashing every weight.
+    """
+    backbone = find_backbone(model)
+    cfg = backbone.config
+    emb = backbone.get_input_embeddings().weight.detach().to("cpu", torch.float32).contiguous()
+    return {
+        "model_type": cfg.model_type,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_hidden_layers,
+        "num_heads": cfg.num_attention_heads,
+        "vocab_size": emb.shape[0],
+        "embedding_sha256": hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16],
+    }
+
+
+def save_prompt(
+    path: str | Path, prompt: DeepPrompt, head_state: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Write prompt + head weights to one safetensors file (atomically); ``meta`` must hold
+    ``meta["backbone"] = backbone_fingerprint(model)`` and goes, as JSON, into the file's header."""
+    fingerprint = meta.get("backbone")
+    if not isinstance(fingerprint, dict) or set(FINGERPRINT_KEYS) - set(fingerprint):
+        raise VegaError("save_prompt: meta['backbone'] must be backbone_fingerprint(model)")
+    tensors = {f"prompt.{k}": v.detach().cpu().contiguous().clone() for k, v in prompt.state_dict().items()}
+    tensors |= {f"head.{k}": v.detach().cpu().contiguous().clone() for k, v in head_state.items()}
+    header = {"format": FORMAT_VERSION, "prompt_config": prompt.config(), "meta": meta}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"vegalm_prompt": json.dumps(header)})
+
+
+def read_prompt_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a saved prompt (``format``, ``prompt_config``, ``meta``) without the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise VegaError(f"{path}: no saved prompt there")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("vegalm_prompt")
+        header = json.loads(raw) if raw else None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VegaError(f"{path}: not a readable saved prompt ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+        raise VegaError(f"{path}: not a vegalm prompt file (format {FORMAT_VERSION})")
+    return header
+
+
+def load_prompt(
+    path: str | Path, backbone_fingerprint: dict[str, Any] | None
+) -> tuple[DeepPrompt, dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a saved prompt, its head state and meta; refuse it if it was trained on another backbone.
+
+    ``backbone_fingerprint`` is that of the model the prompt is about to be attached to
+    (``None`` skips the check, e.g. to compare prompts without a model).
+    """
+    header = read_prompt_meta(path)
+    meta = header["meta"]
+    saved = meta.get("backbone", {})
+    if backbone_fingerprint is not None:
+        diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != backbone_fingerprint.get(k)]
+        if diff:
+            what = "; ".join(
+                f"{k}: saved {saved.get(k)!r}, model {backbone_fingerprint.get(k)!r}" for k in diff
+            )
+            raise VegaError(f"{path}: this prompt was trained on another backbone ({what})")
+    tensors = load_file(str(path))
+    prompt = DeepPrompt(**header["prompt_config"])
+    state = {k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")}
+    try:
+        prompt.load_state_dict(state)
+    except RuntimeError as e:
+        raise VegaError(f"{path}: prompt weights do not match its config ({e})") from None
+    head = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
+    return prompt, head, meta
