@@ -231,7 +231,7 @@ def test_allow_missing_is_record_only(cb_data, tmp_path, capsys):
 
 
 def test_data_from_environment(cb_data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("VEGALM_SUPERGLUE", str(cb_data))
+    monkeypatch.setenv("SUPERGLUE_DIR", str(cb_data))
     path = write(tmp_path / "p.jsonl", [{"idx": r["idx"], "label": r["label"]} for r in CB_VAL])
     assert main(["score", "cb", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == {"accuracy": 100.0, "f1": 100.0}

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from vegalm.errors import VegaError
-
-DATA_ENV = "VEGALM_SUPERGLUE"
 
 
 def data_dir_arg(parser: argparse.ArgumentParser) -> None:
@@ -18,19 +15,19 @@ def data_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=os.environ.get(DATA_ENV),
+        default=None,
         metavar="DIR",
-        help=f"SuperGLUE data directory in the official layout, e.g. .../superglue with BoolQ/, CB/, ... "
-        f"(default: ${DATA_ENV})",
+        help="SuperGLUE data directory in the official layout (holding BoolQ/, CB/, ...); default: "
+        "$SUPERGLUE_DIR, else $VEGALM_CACHE/superglue, where `vegalm data download` extracts",
     )
 
 
 def require_data(args: argparse.Namespace) -> Path:
-    if args.data is None:
-        raise VegaError(f"no data directory: pass --data DIR or set {DATA_ENV}")
-    path = Path(args.data)
+    from vegalm.data.superglue.download import default_data_dir
+
+    path = Path(args.data) if args.data is not None else default_data_dir()
     if not path.is_dir():
-        raise VegaError(f"{path}: data directory not found")
+        raise VegaError(f"{path}: data directory not found (pass --data DIR or set SUPERGLUE_DIR)")
     return path
 
 
