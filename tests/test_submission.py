@@ -255,7 +255,12 @@ CORRUPTIONS = {
     "out of order": (
         "RTE.jsonl",
         lambda ls: [ls[1], ls[0], *ls[2:]],
-        ["RTE.jsonl:1: idx 1 out of order: line 1 must be idx 0"],
+        ["RTE.jsonl:2: idx 0 out of order: it comes before idx 1 (line 1)"],
+    ),
+    "out of order and a line missing": (
+        "RTE.jsonl",
+        lambda ls: ls[:4] + ls[5:9] + [ls[10], ls[9]] + ls[11:],  # file lines 9, 10 = idx 10, 9
+        ["RTE.jsonl:10: idx 9 out of order: it comes before idx 10 (line 9)", "no prediction for 1 of 3000"],
     ),
     "ReCoRD not a candidate": (
         "ReCoRD.jsonl",

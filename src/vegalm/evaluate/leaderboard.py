@@ -54,8 +54,8 @@ class _Bad(Exception):
 class LeaderboardFile:
     """A parsed leaderboard file.
 
-    ``lines`` holds ``(line number, line key)`` for every parsable line, repeats included,
-    in file order (line key: ``idx``; MultiRC: the passage idx). ``preds`` maps example keys
+    ``lines`` holds ``(line number, line key)`` for every valid line in file order (line
+    key: ``idx``; MultiRC: the passage idx); invalid and repeated lines are in ``errors``. ``preds`` maps example keys
     (``Example.key``) to leaderboard values, first occurrence wins. ``errors`` lists every
     problem found so far.
     """
@@ -72,22 +72,19 @@ class LeaderboardFile:
     attempted: dict[int, int] = field(default_factory=dict)  # id -> line, lines rejected for their content
 
 
+_JSON_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),  # before int: True is an int in Python, not in JSON
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "list"),
+    (dict, "object"),
+)
+
+
 def _json_repr(value: Any, limit: int = 40) -> str:
-    kind = (
-        "null"
-        if value is None
-        else "boolean"
-        if isinstance(value, bool)
-        else "integer"
-        if isinstance(value, int)
-        else "number"
-        if isinstance(value, float)
-        else "string"
-        if isinstance(value, str)
-        else "list"
-        if isinstance(value, list)
-        else "object"
-    )
+    """``string "true"``, ``boolean true``: the JSON type named, since type is often the error."""
+    kind = next((name for t, name in _JSON_KINDS if isinstance(value, t)), "null")
     text = json.dumps(value, ensure_ascii=False)
     return f"{kind} {text if len(text) <= limit else text[: limit - 3] + '...'}"
 
@@ -317,17 +314,24 @@ def compare_with_examples(
                     f"{'passages' if lb.task == 'multirc' else 'examples'} (one line each)",
                 )
             )
-        in_file = [k for _, k in lb.lines]
-        if not lb.errors and sorted(in_file) == sorted(expected) and in_file != expected:
-            i = next(i for i, (a, b) in enumerate(zip(in_file, expected)) if a != b)
-            errors.append(
-                DataError(
-                    lb.name,
-                    lb.lines[i][0],
-                    f"{what} {in_file[i]} out of order: line {i + 1} must be "
-                    f"{what} {expected[i]} (the leaderboard wants the test file's order)",
+        # Order among the valid, known lines: the first line that comes before its predecessor
+        # in the data file. One report suffices; the fix (sort by the test file) is the same.
+        position = {k: i for i, k in enumerate(expected)}
+        previous: tuple[int, int] | None = None  # (line number, key)
+        for number, key in lb.lines:
+            if key not in position:
+                continue
+            if previous is not None and position[key] < position[previous[1]]:
+                errors.append(
+                    DataError(
+                        lb.name,
+                        number,
+                        f"{what} {key} out of order: it comes before {what} {previous[1]} (line "
+                        f"{previous[0]}) in {source}; the leaderboard wants the test file's order",
+                    )
                 )
-            )
+                break
+            previous = (number, key)
     return errors
 
 
