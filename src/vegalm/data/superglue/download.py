@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.client
 import json
 import logging
 import os
 import re
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
@@ -132,7 +134,7 @@ def fetch(url: str, part: Path, *, progress: bool = True, timeout: float = 60.0)
                     bar.update(len(chunk))
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:  # dropped connection, timeout, short read
             raise VegaError(f"{url}: download interrupted ({e}); run again to resume") from None
     size = part.stat().st_size
     if total is not None and size != total:
@@ -144,7 +146,7 @@ def verify_zip(path: Path, expected_sha256: str | None = None) -> str:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:  # zlib.error: a damaged deflate stream
         raise VegaError(f"{path}: not a valid zip file ({e})") from None
     if bad is not None:
         raise VegaError(f"{path}: corrupt zip (member {bad!r} fails its CRC check)")
