@@ -17,6 +17,7 @@ and resumed dropout masks must equal the uninterrupted run's for the final metri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+
+log = logging.getLogger("vegalm.train")
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -115,6 +118,7 @@ def save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dict
             os.close(fd)
         for old in complete_checkpoints(root)[:-1]:
             shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint saved: %s", final)
     accelerator.wait_for_everyone()
     return final
 

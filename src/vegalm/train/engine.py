@@ -64,6 +64,10 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != cfg.mixed_precision and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
+    for name in ("accelerate.accelerator", "accelerate.checkpointing"):
+        # Accelerate logs every file of every checkpoint at INFO; we log one line per checkpoint.
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {}
     if cfg.tensorboard:
         try:

@@ -52,14 +52,13 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
     return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
 
 
-def prepare_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> bool:
-    """Make ``out`` a run directory for ``config``; returns True when it resumes an existing run.
+def check_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> str:
+    """Read-only check of ``out`` for ``config``: returns "new", "resume" or "overwrite".
 
-    Raises VegaError, touching nothing, when ``out`` holds a run with a different configuration
-    (without ``overwrite``) or is a non-empty directory that is not a run directory.
+    Raises VegaError when ``out`` holds a run with a different configuration (without
+    ``overwrite``) or is a non-empty directory that is not a run directory (never deleted).
     """
     out = Path(out)
-    config = normalise(config)
     cfg_path = out / CONFIG_FILE
     if out.exists() and not out.is_dir():
         raise VegaError(f"{out}: exists and is not a directory")
@@ -68,25 +67,34 @@ def prepare_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool 
             old = yaml.safe_load(cfg_path.read_text()) or {}
         except yaml.YAMLError as e:
             raise VegaError(f"{cfg_path}: unreadable run configuration ({e}); use a new --out") from e
-        diffs = config_diff(old, config)
+        diffs = config_diff(old, normalise(config))
         if not diffs:
-            write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))  # refresh cosmetic keys
-            return True
+            return "resume"
         if not overwrite:
             raise VegaError(
                 f"{out} holds a run with a different configuration; it would not resume it:\n  "
                 + "\n  ".join(diffs)
                 + "\nuse a new --out, or --overwrite to delete that run and start again"
             )
-        shutil.rmtree(out)
-    elif out.is_dir() and any(out.iterdir()):
+        return "overwrite"
+    if out.is_dir() and any(out.iterdir()):
         raise VegaError(
             f"{out} is not empty and is not a vegalm run directory (no {CONFIG_FILE}); "
             "choose a new or empty --out (it is never deleted)"
         )
+    return "new"
+
+
+def prepare_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool = False) -> bool:
+    """Make ``out`` a run directory for ``config`` (see :func:`check_run_dir`); True when resuming."""
+    out = Path(out)
+    config = normalise(config)
+    state = check_run_dir(out, config, overwrite=overwrite)
+    if state == "overwrite":
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(cfg_path, yaml.safe_dump(config, sort_keys=False))
-    return False
+    write_text(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))  # also refreshes cosmetic keys
+    return state == "resume"
 
 
 def load_config(run: str | Path) -> dict[str, Any]:

@@ -1,0 +1,298 @@
+"""The fine-tuning recipe: data -> features -> TaskModel -> Engine -> best model -> predictions.
+
+One function, :func:`finetune`, turns (task, backbone, data directory) into a run directory:
+
+    config.yaml            the resolved configuration (a re-run with the same one resumes)
+    train.log              the log; metrics.jsonl  one line per evaluation on val
+    checkpoints/           the last complete training checkpoint (resume)
+    best/                  encoder + tokenizer (plain transformers layout) + head.safetensors + task.json
+    predictions/val.jsonl  leaderboard-format predictions of the best model, + metrics.json (official)
+    predictions/test.jsonl the same for the test split (what the leaderboard scores)
+    tensorboard/           training curves
+
+All validation (task, backbone, data files, --init-from) happens before the run directory is
+touched, so bad input never leaves a half-made run behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelerate.utils import set_seed
+
+from vegalm.adapt.adversarial import AdversarialConfig, Objective
+from vegalm.adapt.saved import load_task_model, read_task_info, save_task_model
+from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, canonical_task, get_task, read_split
+from vegalm.errors import VegaError
+from vegalm.io import write_json, write_jsonl, write_text
+from vegalm.train import Engine, TrainConfig, predict
+from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
+
+log = logging.getLogger("vegalm.finetune")
+
+BOOLQ_SPLIT_TRAIN = 2270  # DATA.md: BoolQ (val split) = shuffled val, first 2,270 train, 1,000 eval
+
+
+@dataclass
+class FinetuneOptions:
+    task: str
+    model: str
+    data: str
+    max_length: int = 256
+    dropout: float = 0.1
+    max_train_examples: int = 0  # 0: all (else the first N: a quick, reproducible subset)
+    max_eval_examples: int = 0  # 0: all of val (test is always predicted whole)
+    boolq_val_split: bool = False
+    init_from: str | None = None
+    adversarial: AdversarialConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
+        adv = self.adversarial
+        return {
+            "task": canonical_task(self.task),
+            "model": self.model,
+            "data": str(self.data),
+            "data_sizes": data_sizes,  # a changed data set must not silently resume
+            "max_length": self.max_length,
+            "dropout": self.dropout,
+            "max_train_examples": self.max_train_examples,
+            "max_eval_examples": self.max_eval_examples,
+            "boolq_val_split": self.boolq_val_split,
+            "init_from": self.init_from,
+            "adversarial": None if adv is None else vars(adv).copy(),
+            "train": self.train.to_dict(),
+        }
+
+
+@dataclass
+class TaskData:
+    train: list
+    val: list
+    test: list | None
+    val_name: str  # "val", or "val split" for BoolQ's fixed split of val
+
+
+def boolq_val_split(val: Sequence[Any]) -> tuple[list, list]:
+    """DATA.md's fixed BoolQ split: val shuffled with seed 0 (Python's random), 2,270 / rest."""
+    order = list(range(len(val)))
+    random.Random(0).shuffle(order)
+    return [val[i] for i in order[:BOOLQ_SPLIT_TRAIN]], [val[i] for i in order[BOOLQ_SPLIT_TRAIN:]]
+
+
+def load_task_data(opts: FinetuneOptions) -> TaskData:
+    name = canonical_task(opts.task)
+    task = get_task(name)
+    data = Path(opts.data)
+    if not data.is_dir():
+        raise VegaError(f"{data}: data directory not found")
+    train_path, val_path = task.split_path(data, "train"), task.split_path(data, "val")
+    if not val_path.is_file():
+        raise VegaError(f"{task.folder}: no validation file {val_path}; cannot evaluate or select a model")
+    val_name = "val"
+    if opts.boolq_val_split:
+        if name != "boolq":
+            raise VegaError("--boolq-val-split only applies to BoolQ")
+        train, val = boolq_val_split(read_split(name, data, "val"))
+        val_name = "val split"
+        log.info("BoolQ (val split): %d train / %d eval examples from val.jsonl (seed 0)", len(train), len(val))
+    elif not train_path.is_file():
+        hint = " (or --boolq-val-split to train and evaluate on DATA.md's fixed split of val)" if name == "boolq" else ""
+        raise VegaError(f"{task.folder}: no training file {train_path}{hint}")
+    else:
+        train, val = read_split(name, data, "train"), read_split(name, data, "val")
+    test_path = task.split_path(data, "test")
+    test = read_split(name, data, "test") if test_path.is_file() else None
+    if test is None:
+        log.warning("%s: no test file %s; test predictions are skipped", task.folder, test_path)
+    if opts.max_train_examples:
+        train = train[: opts.max_train_examples]
+    if opts.max_eval_examples:
+        val = val[: opts.max_eval_examples]
+    return TaskData(train, val, test, val_name)
+
+
+def check_options(opts: FinetuneOptions) -> None:
+    """Everything that can be wrong before any work: raises VegaError, touches nothing."""
+    name = canonical_task(opts.task)
+    if name in DIAGNOSTICS:
+        raise VegaError(f"{name} is a diagnostic without training data: fine-tune rte, whose model "
+                        "predicts AX-b and AX-g (vegalm superglue does this)")
+    if opts.init_from:
+        info = read_task_info(opts.init_from)
+        if info.get("task") != name:
+            raise VegaError(f"--init-from {opts.init_from}: a checkpoint of task {info.get('task')!r}, not {name!r}")
+    else:
+        from vegalm.backbones import resolve_model_path
+
+        resolve_model_path(opts.model)  # ModelNotFound (a VegaError) with the reason
+
+
+# ---------------------------------------------------------------- inference and scoring
+
+
+def _pad_rows(rows: list) -> np.ndarray:
+    """Per-example score rows of different widths (COPA/ReCoRD choices) -> one [N, C] array."""
+    from vegalm.adapt.framing import MASKED_SCORE
+
+    width = max((len(r) for r in rows), default=1)
+    out = np.full((len(rows), width), MASKED_SCORE, dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = np.asarray(r, dtype=np.float32)
+    return out
+
+
+def predict_task(accelerator, model, task: str, examples, features, tokenizer, batch_size: int) -> dict:
+    """{Example.key: leaderboard value} for ``examples`` (whose features are ``features``)."""
+    from vegalm.adapt.framing import collate
+    from vegalm.adapt.predict import to_predictions
+
+    pad = tokenizer.pad_token_id
+
+    rows = predict(accelerator, model, features, lambda fs: collate(fs, pad), lambda m, b: m(b),
+                   batch_size, lengths=[f.length * f.num_sequences for f in features])
+    return to_predictions(task, examples, features, _pad_rows(rows))
+
+
+def score(task: str, examples, preds: dict) -> dict[str, float]:
+    """Official metrics (vegalm.evaluate) plus ``score``: the task's one SuperGLUE number."""
+    from vegalm.evaluate.metrics import task_score
+    from vegalm.evaluate.scoring import task_metrics
+
+    metrics = task_metrics(task, examples, preds)
+    if task in MAIN_TASKS:
+        metrics["score"] = task_score(task, metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune one task with one seed into the run directory ``out``; returns metrics.json's content."""
+    from vegalm.adapt.framing import collate, encode
+    from vegalm.adapt.heads import TaskModel, loss_fn
+    from vegalm.backbones import load_encoder, load_tokenizer
+
+    name = canonical_task(opts.task)
+    check_options(opts)
+    data = load_task_data(opts)
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test or [])}
+    check_run_dir(out, opts.to_config(sizes), overwrite=overwrite)  # fail fast, before loading anything
+    # Load and encode everything before the run directory is touched: a missing model or an
+    # unencodable example fails here and leaves no half-made run behind.
+    set_seed(opts.train.seed)  # the head's initialisation depends on it
+    if opts.init_from:
+        model, tokenizer, _ = load_task_model(opts.init_from, name)
+    else:
+        tokenizer = load_tokenizer(opts.model)
+        model = TaskModel(load_encoder(opts.model), name, dropout=opts.dropout)
+    feats = {split: encode(name, exs, tokenizer, opts.max_length)
+             for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
+    out = Path(out)
+    resumed = prepare_run_dir(out, opts.to_config(sizes), overwrite=overwrite)
+    handler = attach_log(out)
+    try:
+        log.info("%s %s: task %s, backbone %s, %d train / %d %s examples", "resuming" if resumed else "starting",
+                 out, name, opts.init_from or opts.model, len(data.train), len(data.val), data.val_name)
+        cfg = opts.train
+        pad = tokenizer.pad_token_id
+        info = {"backbone": opts.model, "max_length": opts.max_length, "labels": list(get_task(name).labels or [])}
+        eval_bs = cfg.effective_eval_batch_size
+        engine: Engine
+
+        def eval_fn(_objective) -> dict[str, float]:
+            preds = predict_task(engine.accelerator, model, name, data.val, feats["val"], tokenizer, eval_bs)
+            return score(name, data.val, preds)
+
+        engine = Engine(
+            cfg, Objective(model, loss_fn, opts.adversarial), feats["train"],
+            collate_fn=lambda fs: collate(fs, pad),
+            loss_fn=lambda objective, batch: objective(batch),
+            out_dir=out,
+            lengths=[f.length * f.num_sequences for f in feats["train"]],
+            eval_fn=eval_fn,
+            save_model_fn=lambda objective, d: save_task_model(objective.model, tokenizer, d, info),
+        )
+        result = engine.train()
+        return _final_predictions(engine.accelerator, out, name, data, feats, eval_bs, result)
+    finally:
+        detach_log(handler)
+
+
+def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats, batch_size: int, result) -> dict:
+    """Reload best/ from disk (what is shipped is what is scored) and predict val and test."""
+    best, tokenizer, _ = load_task_model(out / "best", name)
+    best.to(accelerator.device)
+    task = get_task(name)
+    preds = predict_task(accelerator, best, name, data.val, feats["val"], tokenizer, batch_size)
+    metrics = score(name, data.val, preds)
+    summary = {"task": name, "split": data.val_name, "examples": len(data.val), "metrics": metrics,
+               "best_step": result.best_step, "global_step": result.global_step,
+               "stopped_early": result.stopped_early}
+    if accelerator.is_main_process:
+        write_jsonl(out / "predictions" / "val.jsonl", task.leaderboard_lines(data.val, preds))
+        write_json(out / "predictions" / "metrics.json", summary)
+    if data.test:
+        test_preds = predict_task(accelerator, best, name, data.test, feats["test"], tokenizer, batch_size)
+        if accelerator.is_main_process:
+            write_jsonl(out / "predictions" / "test.jsonl", task.leaderboard_lines(data.test, test_preds))
+    shown = " ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+    log.info("%s %s (best model, step %s): %s", name, data.val_name, result.best_step, shown)
+    return summary
+
+
+# ---------------------------------------------------------------- several seeds
+
+
+def finetune_seeds(opts: FinetuneOptions, seeds: Sequence[int], out: str | Path, *, overwrite: bool = False) -> dict:
+    """One run per seed in ``out/seed-N``, then summary.json / summary.md with mean ± std."""
+    import dataclasses
+
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise VegaError(f"--seeds must list distinct seeds, got {list(seeds)}")
+    check_options(opts)
+    data = load_task_data(opts)  # fail on bad data before creating anything
+    out = Path(out)
+    parent = opts.to_config({"train": len(data.train), "val": len(data.val), "test": len(data.test or [])})
+    parent["train"].pop("seed")
+    parent["seeds"] = list(seeds)
+    prepare_run_dir(out, parent, overwrite=overwrite)
+    runs = {}
+    for seed in seeds:
+        one = dataclasses.replace(opts, train=dataclasses.replace(opts.train, seed=seed))
+        runs[seed] = finetune(one, out / f"seed-{seed}")
+    summary = summarise(runs)
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def summarise(runs: dict[int, dict]) -> dict:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of every metric over seeds."""
+    first = next(iter(runs.values()))
+    names = list(first["metrics"])
+    values = {m: [r["metrics"][m] for r in runs.values()] for m in names}
+    return {
+        "task": first["task"], "split": first["split"], "seeds": list(runs),
+        "mean": {m: float(np.mean(v)) for m, v in values.items()},
+        "std": {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()},
+        "runs": {str(s): r["metrics"] for s, r in runs.items()},
+    }
+
+
+def summary_markdown(summary: dict) -> str:
+    names = list(summary["mean"])
+    lines = [f"# {summary['task']} ({summary['split']}), seeds {', '.join(map(str, summary['seeds']))}", "",
+             "| seed | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for seed, metrics in summary["runs"].items():
+        lines.append(f"| {seed} | " + " | ".join(f"{metrics[m]:.2f}" for m in names) + " |")
+    lines.append("| **mean ± std** | " + " | ".join(
+        f"{summary['mean'][m]:.2f} ± {summary['std'][m]:.2f}" for m in names) + " |")
+    return "\n".join(lines) + "\n"
