@@ -1,0 +1,305 @@
+"""The prompt-tuning recipe (VEGA.md §2): a frozen backbone, a deep prompt and a task head, trained
+by the shared Engine. It is the fine-tuning recipe with three things swapped in:
+
+* the model: ``TaskModel`` + :class:`~vegalm.adapt.prompts.DeepPrompt` attached, backbone frozen
+  (``model_tuning=True`` keeps the backbone trainable: "model tuning" from a transferred prompt);
+* the start: a fresh prompt, or a source run's prompt (vanilla transfer copies the prompt, never
+  the head: the head is always freshly initialised from the seed);
+* the objective: cross-entropy, or CE + lambda * MSE to a frozen teacher's logits (PANDA), see
+  :mod:`vegalm.adapt.transfer`.
+
+Data, framings, the training loop (Engine: batching, warm-up/decay, checkpoints and exact resume,
+best-dev selection), inference and official scoring are the fine-tuning recipe's own functions
+(:mod:`vegalm.adapt.finetune`); nothing here loops over batches. A run directory holds
+
+    config.yaml, train.log, metrics.jsonl, checkpoints/      as for fine-tuning
+    best/prompt.safetensors     the prompt + head only (plus encoder + tokenizer in best/ when the
+                                backbone was tuned), with the backbone fingerprint in its header
+    predictions/metrics.json    official metrics of the best model on val (+ trainable parameters)
+    predictions/val.jsonl, test.jsonl   leaderboard format (SuperGLUE targets only)
+
+The task may be any SuperGLUE task or an NLI source (``nli:mnli``, ``nli:scitail:rte``, ...), read
+by :mod:`vegalm.data.nli` as CB or RTE examples, so sources and targets share one code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+
+from vegalm.adapt.adversarial import AdversarialConfig, Objective
+from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score
+from vegalm.adapt.prompts import (
+    DeepPrompt,
+    attach_prompt,
+    backbone_fingerprint,
+    freeze_backbone,
+    load_prompt,
+    read_prompt_meta,
+    save_prompt,
+)
+from vegalm.data import nli
+from vegalm.data.superglue import DIAGNOSTICS, canonical_task, get_task
+from vegalm.errors import VegaError
+from vegalm.io import write_json, write_jsonl
+from vegalm.train import Engine, TrainConfig
+from vegalm.train.runs import attach_log, detach_log, prepare_run_dir
+
+log = logging.getLogger("vegalm.prompt_tuning")
+
+PROMPT_FILE = "prompt.safetensors"
+PROMPT_LR, MODEL_TUNING_LR = 7e-3, 2e-5  # VEGA.md §2 (7e-3..1e-2) / the fine-tuning default
+DEFAULT_EPOCHS = 20.0  # VEGA.md says up to 100; 20 keeps a CPU run of a small task in minutes
+
+
+def default_train(**kw: Any) -> TrainConfig:
+    base = {"lr": PROMPT_LR, "batch_size": 16, "epochs": DEFAULT_EPOCHS}
+    return TrainConfig(**(base | kw))
+
+
+@dataclass
+class PromptOptions:
+    task: str  # SuperGLUE task or NLI source name (nli:mnli, nli:scitail:rte, ...)
+    model: str  # the (frozen) backbone
+    data: str  # SuperGLUE folder; NLI sources: the shared data root, its nli/ or a sibling of nli/
+    prompt_length: int = 20
+    reparam_hidden: int = 0
+    max_length: int = 128
+    dropout: float = 0.1
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    init_prompt: str | None = None  # vanilla transfer: start from this prompt file (its head is ignored)
+    teacher: str | None = None  # PANDA: frozen teacher run; the loss gets + kd_lambda * MSE(logits)
+    kd_lambda: float = 0.0
+    model_tuning: bool = False  # train the backbone too (prompt attached)
+    adversarial: AdversarialConfig | None = None
+    train: TrainConfig = field(default_factory=default_train)
+    provenance: dict[str, Any] = field(default_factory=dict)  # source, lambda origin... (into config.yaml)
+
+    @property
+    def task_name(self) -> str:
+        return self.task.strip().lower() if nli.is_source_name(self.task) else canonical_task(self.task)
+
+    @property
+    def head_task(self) -> str:
+        """The SuperGLUE task whose framing, head and metric the run uses."""
+        if nli.is_source_name(self.task):
+            return nli.parse_source_name(self.task)[1]
+        return canonical_task(self.task)
+
+    def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(task=self.task_name, head_task=self.head_task, data_sizes=data_sizes, train=self.train.to_dict())
+        d["adversarial"] = None if self.adversarial is None else dataclasses.asdict(self.adversarial)
+        return d
+
+
+# ---------------------------------------------------------------- data
+
+
+def nli_root(data: str | Path) -> Path:
+    """The folder holding nli/: ``data`` itself, ``data`` = nli/, or a sibling (``--data .../superglue``)."""
+    data = Path(data)
+    for candidate in (data, data.parent):
+        if (candidate / "nli").is_dir():
+            return candidate / "nli"
+    return data
+
+
+def load_data(opts: PromptOptions) -> TaskData:
+    """Train/val(/test) examples of the task; NLI sources have no test split."""
+    if not nli.is_source_name(opts.task):
+        if opts.task_name in DIAGNOSTICS:
+            raise VegaError(f"{opts.task_name} is a diagnostic without training data: prompt-tune rte")
+        fo = FinetuneOptions(task=opts.task, model=opts.model, data=str(opts.data),
+                             max_train_examples=opts.max_train_examples, max_eval_examples=opts.max_eval_examples)
+        return load_task_data(fo)
+    root = nli_root(opts.data)
+    train, _ = nli.read_source(opts.task, root, "train")
+    val, _ = nli.read_source(opts.task, root, "val")
+    if opts.max_train_examples:
+        train = train[: opts.max_train_examples]
+    if opts.max_eval_examples:
+        val = val[: opts.max_eval_examples]
+    return TaskData(train, val, None, "val")
+
+
+def data_sizes(data: TaskData) -> dict[str, int]:
+    return {"train": len(data.train), "val": len(data.val), "test": len(data.test or [])}
+
+
+# ---------------------------------------------------------------- the model and its file
+
+
+def count_params(model: torch.nn.Module) -> dict[str, Any]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable, "trainable_pct": 100.0 * trainable / max(total, 1)}
+
+
+def build_model(opts: PromptOptions):
+    """(TaskModel with the prompt attached, tokenizer); call after ``set_seed`` (head and prompt init)."""
+    from vegalm.adapt.heads import TaskModel
+    from vegalm.backbones import load_encoder, load_tokenizer
+
+    tokenizer = load_tokenizer(opts.model)
+    model = TaskModel(load_encoder(opts.model), opts.head_task, dropout=opts.dropout)
+    if opts.init_prompt:
+        # Transfer copies the prompt, not the head: the loaded head state is dropped on purpose.
+        prompt, _source_head, _ = load_prompt(opts.init_prompt, backbone_fingerprint(model))
+    else:
+        prompt = DeepPrompt.for_model(model, opts.prompt_length, reparam_hidden=opts.reparam_hidden)
+    attach_prompt(model, prompt)
+    if not opts.model_tuning:
+        freeze_backbone(model)
+    return model, tokenizer
+
+
+def save_prompt_model(model, tokenizer, directory: Path, meta: dict[str, Any]) -> None:
+    """best/: the prompt + head file; with a tuned backbone also the encoder and tokenizer."""
+    if meta.get("model_tuning"):
+        from vegalm.adapt.saved import save_task_model
+
+        save_task_model(model, tokenizer, directory, {"backbone": meta["model"], "prompt_file": PROMPT_FILE})
+    head = {k: v for k, v in model.head.state_dict().items()}
+    save_prompt(directory / PROMPT_FILE, model.deep_prompt, head, {**meta, "backbone": backbone_fingerprint(model)})
+
+
+def prompt_file(run: str | Path) -> Path:
+    """The prompt file of a run directory (``RUN/best/prompt.safetensors``), its best/, or the file."""
+    run = Path(run)
+    for candidate in (run, run / PROMPT_FILE, run / "best" / PROMPT_FILE):
+        if candidate.is_file():
+            return candidate
+    if not run.exists():
+        raise VegaError(f"{run}: no such run directory")
+    raise VegaError(f"{run}: not a prompt-tuning run (no best/{PROMPT_FILE}; is the run finished?)")
+
+
+def run_meta(run: str | Path) -> dict[str, Any]:
+    """The meta stored with a run's prompt: task, head_task, model, max_length, model_tuning, ..."""
+    return read_prompt_meta(prompt_file(run))["meta"]
+
+
+def load_prompt_model(run: str | Path, task: str | None = None):
+    """(TaskModel with prompt and head, tokenizer, meta) of a finished prompt run (or its best/)."""
+    from vegalm.adapt.framing import head_task
+    from vegalm.adapt.heads import TaskModel
+    from vegalm.backbones import load_encoder, load_tokenizer
+
+    path = prompt_file(run)
+    meta = read_prompt_meta(path)["meta"]
+    if task is not None and head_task(task) != meta["head_task"]:
+        raise VegaError(f"{run}: a {meta['head_task']} model (task {meta['task']}), not {head_task(task)}")
+    backbone = str(path.parent) if meta.get("model_tuning") else meta["model"]
+    model = TaskModel(load_encoder(backbone), meta["head_task"], dropout=meta.get("dropout", 0.1))
+    prompt, head, _ = load_prompt(path, backbone_fingerprint(model))
+    attach_prompt(model, prompt)
+    model.head.load_state_dict(head)
+    return model, load_tokenizer(backbone), meta
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def check_options(opts: PromptOptions) -> None:
+    """What can be checked without touching the run directory (raises VegaError)."""
+    from vegalm.backbones import resolve_model_path
+
+    resolve_model_path(opts.model)
+    if opts.teacher and opts.adversarial is not None:
+        raise VegaError("KD transfer and adversarial training cannot be combined")
+    if opts.prompt_length < 1 and not opts.init_prompt:
+        raise VegaError(f"--prompt-length must be >= 1 (got {opts.prompt_length})")
+    if opts.init_prompt:
+        prompt_file(opts.init_prompt)
+
+
+def prepare(opts: PromptOptions, out: str | Path, *, overwrite: bool = False) -> tuple[TaskData, bool]:
+    """Validate, read the data and make ``out`` the run directory of ``opts`` (resumes if it is)."""
+    check_options(opts)
+    data = load_data(opts)
+    return data, prepare_run_dir(out, opts.to_config(data_sizes(data)), overwrite=overwrite)
+
+
+def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Train one prompt run into ``out``; returns predictions/metrics.json's content."""
+    from vegalm.adapt.framing import collate, encode
+    from vegalm.adapt.heads import loss_fn
+
+    data, resumed = prepare(opts, out, overwrite=overwrite)
+    out, head = Path(out), opts.head_task
+    handler = attach_log(out)
+    try:
+        log.info("%s %s: %s (as %s), backbone %s%s, %d train / %d val examples",
+                 "resuming" if resumed else "starting", out, opts.task_name, head, opts.model,
+                 " (tuned)" if opts.model_tuning else " (frozen)", len(data.train), len(data.val))
+        cfg = opts.train
+        set_seed(cfg.seed)
+        model, tokenizer = build_model(opts)
+        params = count_params(model)
+        log.info("trainable parameters: %d of %d (%.3f%%)", params["trainable"], params["total"], params["trainable_pct"])
+        feats = {split: encode(head, exs, tokenizer, opts.max_length)
+                 for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
+        pad = tokenizer.pad_token_id
+        if opts.teacher:
+            from vegalm.adapt.transfer import KDObjective, load_teacher
+
+            objective: torch.nn.Module = KDObjective(model, load_teacher(opts.teacher, head, opts.model), opts.kd_lambda)
+        else:
+            objective = Objective(model, loss_fn, opts.adversarial)
+        meta = {"task": opts.task_name, "head_task": head, "model": opts.model, "max_length": opts.max_length,
+                "dropout": opts.dropout, "model_tuning": opts.model_tuning,
+                "labels": list(get_task(head).labels or []), "source_prompt": opts.init_prompt}
+        eval_bs = cfg.effective_eval_batch_size
+        engine: Engine
+
+        def eval_fn(_objective) -> dict[str, float]:
+            preds = predict_task(engine.accelerator, model, head, data.val, feats["val"], tokenizer, eval_bs)
+            return score(head, data.val, preds)
+
+        engine = Engine(
+            cfg, objective, feats["train"],
+            collate_fn=lambda fs: collate(fs, pad),
+            loss_fn=lambda obj, batch: obj(batch),
+            out_dir=out,
+            lengths=[f.length * f.num_sequences for f in feats["train"]],
+            eval_fn=eval_fn,
+            save_model_fn=lambda obj, d: save_prompt_model(obj.model, tokenizer, d, meta),
+        )
+        result = engine.train()
+        return _final_predictions(engine.accelerator, out, opts, data, feats, eval_bs, result, params)
+    finally:
+        detach_log(handler)
+
+
+def _final_predictions(accelerator, out: Path, opts: PromptOptions, data: TaskData, feats, batch_size: int,
+                       result, params: dict) -> dict:
+    """Reload best/ from disk (what is shipped is what is scored) and predict val and test."""
+    head = opts.head_task
+    best, tokenizer, _ = load_prompt_model(out / "best", head)
+    best.to(accelerator.device)
+    preds = predict_task(accelerator, best, head, data.val, feats["val"], tokenizer, batch_size)
+    metrics = score(head, data.val, preds)
+    summary = {"task": opts.task_name, "head_task": head, "split": data.val_name, "examples": len(data.val),
+               "metrics": metrics, "best_step": result.best_step, "global_step": result.global_step,
+               "stopped_early": result.stopped_early, "params": params,
+               "prompt_bytes": (out / "best" / PROMPT_FILE).stat().st_size}
+    superglue = not nli.is_source_name(opts.task)
+    if accelerator.is_main_process:
+        if superglue:
+            write_jsonl(out / "predictions" / "val.jsonl", get_task(head).leaderboard_lines(data.val, preds))
+        write_json(out / "predictions" / "metrics.json", summary)
+    if superglue and data.test:
+        test_preds = predict_task(accelerator, best, head, data.test, feats["test"], tokenizer, batch_size)
+        if accelerator.is_main_process:
+            write_jsonl(out / "predictions" / "test.jsonl", get_task(head).leaderboard_lines(data.test, test_preds))
+    log.info("%s %s (best model, step %s): %s", opts.task_name, data.val_name, result.best_step,
+             " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+    return summary

@@ -1,0 +1,230 @@
+"""Prompt transfer (VEGA.md §2): vanilla PoT and KD-based transfer (PANDA).
+
+* **vanilla**: copy a source run's prompt (never its head) into a new model of the target task,
+  then prompt-tune on the target (:func:`vegalm.adapt.prompt_tuning.prompt_tune` with
+  ``init_prompt``).
+* **kd** (PANDA): the teacher is the vanilla-transferred model already trained on the target,
+  frozen; the student is a *fresh* (random) prompt and head trained with
+
+      L = CE(z_S, y) + lambda * MSE(z_S, z_T)
+
+  over logits. The teacher keeps its source knowledge in its prompt; the student learns the
+  target from the labels while being pulled towards the teacher's function rather than its
+  parameters, which is how PANDA avoids forgetting the source during fine-tuning.
+* **model tuning** (``model_tuning=True``): the same two modes with the backbone unfrozen, the
+  source prompt attached (the "transferred model"), for comparison with prompt tuning.
+
+lambda comes from ``--kd-lambda``, else from the transferability score of the source for the
+target (:mod:`vegalm.adapt.transferability`): ``lambda = lambda_max * max(0, s)`` (a source
+whose prompt moves the model like the target's own prompt does gets the full weight; an
+unrelated or opposite one gets none), else the constant 0.01 of VEGA.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vegalm.adapt.heads import loss_fn
+from vegalm.adapt.prompt_tuning import (
+    PROMPT_LR,
+    PromptOptions,
+    load_prompt_model,
+    prepare,
+    prompt_file,
+    prompt_tune,
+    run_meta,
+)
+from vegalm.adapt.prompts import FINGERPRINT_KEYS, read_prompt_meta
+from vegalm.errors import VegaError
+from vegalm.io import write_json
+
+log = logging.getLogger("vegalm.transfer")
+
+DEFAULT_KD_LAMBDA = 0.01  # VEGA.md §2 fallback when no transferability score is available
+DEFAULT_LAMBDA_MAX = 1.0
+MODES = ("vanilla", "kd")
+
+
+# ---------------------------------------------------------------- the KD loss and the teacher
+
+
+def kd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    lam: float,
+    choice_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(CE(z_S, y) + lam * MSE(z_S, z_T), CE, MSE)``, in float32.
+
+    The MSE is the mean over the real logits: with ``choice_mask`` of the logits' shape (COPA,
+    ReCoRD) padded choices, which hold a placeholder score in both models, are left out so
+    they neither dilute nor add to the term. The teacher logits get no gradient.
+    """
+    ce = loss_fn(student, labels)
+    diff = (student.float() - teacher.detach().float()) ** 2
+    if choice_mask is not None and choice_mask.shape == diff.shape:
+        diff = diff[choice_mask.bool()]
+    mse = diff.mean() if diff.numel() else student.sum() * 0.0
+    return ce + lam * mse, ce, mse
+
+
+class KDObjective(torch.nn.Module):
+    """The student's training loss as a module (like :class:`~vegalm.adapt.adversarial.Objective`).
+
+    The teacher is held in a tuple, deliberately not as a submodule: the optimiser never sees
+    its parameters, checkpoints do not carry it, and ``objective.train()`` (the Engine's) can
+    never switch its dropout on. It is frozen here and run under ``no_grad``.
+    """
+
+    def __init__(self, model: torch.nn.Module, teacher: torch.nn.Module, lam: float) -> None:
+        super().__init__()
+        self.model, self.lam = model, float(lam)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        self._teacher = (teacher,)
+
+    @property
+    def teacher(self) -> torch.nn.Module:
+        return self._teacher[0]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        teacher = self.teacher
+        device = batch["input_ids"].device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)  # the Engine moved only the student
+        teacher.eval()
+        with torch.no_grad():
+            z_t = teacher(batch)
+        z_s = self.model(batch)
+        total, ce, mse = kd_loss(z_s, z_t, batch["labels"], self.lam, batch.get("choice_mask"))
+        return total, {"ce": float(ce.detach()), "kd_mse": float(mse.detach())}
+
+
+def load_teacher(run: str | Path, task: str, model: str) -> torch.nn.Module:
+    """A finished prompt run of ``task`` on backbone ``model``, frozen and in eval mode."""
+    meta = run_meta(run)
+    if meta.get("model") != model:
+        raise VegaError(f"teacher {run}: trained on backbone {meta.get('model')!r}, the student uses {model!r} "
+                        "(the teacher must read the same tokens)")
+    teacher, _, _ = load_prompt_model(run, task)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+# ---------------------------------------------------------------- sources
+
+
+def check_source(run: str | Path, model: str) -> dict[str, Any]:
+    """The source run's prompt meta, refusing (clearly) a prompt of another backbone."""
+    from vegalm.adapt.prompts import backbone_fingerprint, find_backbone
+    from vegalm.backbones import load_encoder
+
+    path = prompt_file(run)
+    header = read_prompt_meta(path)
+    meta = header["meta"]
+    mine = backbone_fingerprint(find_backbone(load_encoder(model)))
+    saved = meta.get("backbone", {})
+    diff = [k for k in FINGERPRINT_KEYS if saved.get(k) != mine.get(k)]
+    if diff:
+        tuned = " (the source tuned its backbone: --model-tuning runs cannot be transfer sources)" \
+            if meta.get("model_tuning") else ""
+        raise VegaError(f"source {run}: its prompt was trained on another backbone ({meta.get('model')!r}, differs in "
+                        f"{', '.join(diff)}) than --model {model!r}{tuned}")
+    return {"run": str(run), "prompt": str(path), "task": meta.get("task"), "model": meta.get("model"),
+            "prompt_length": header["prompt_config"]["length"]}
+
+
+def resolve_lambda(kd_lambda: float | None, score: float | None, lambda_max: float) -> tuple[float, str]:
+    """(lambda, how it was chosen): given > transferability mapping > VEGA.md's constant."""
+    if kd_lambda is not None:
+        if kd_lambda < 0:
+            raise VegaError(f"--kd-lambda must be >= 0 (got {kd_lambda})")
+        return float(kd_lambda), "given"
+    if score is not None:
+        return lambda_max * max(0.0, float(score)), f"lambda_max * max(0, s) with s = {score:.4f}, lambda_max = {lambda_max}"
+    return DEFAULT_KD_LAMBDA, "default constant (no transferability score)"
+
+
+# ---------------------------------------------------------------- the transfer recipe
+
+
+def transfer(
+    opts: PromptOptions,
+    source: str | Path,
+    out: str | Path,
+    *,
+    mode: str = "vanilla",
+    teacher: str | Path | None = None,
+    kd_lambda: float | None = None,
+    score: float | None = None,
+    lambda_max: float = DEFAULT_LAMBDA_MAX,
+    teacher_lr: float = PROMPT_LR,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Transfer ``source``'s prompt to ``opts.task`` into run directory ``out``; returns its metrics.
+
+    ``mode="kd"`` without ``teacher`` first trains the vanilla-transferred teacher in
+    ``out/teacher`` (a complete prompt run; ``teacher_lr`` is its learning rate, so that a
+    ``model_tuning`` student can use a fine-tuning rate). ``opts.init_prompt`` and
+    ``opts.teacher`` are set here.
+    """
+    if mode not in MODES:
+        raise VegaError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if teacher is not None and mode != "kd":
+        raise VegaError("--teacher only applies to --mode kd")
+    src = check_source(source, opts.model)
+    out = Path(out)
+    provenance = {"mode": mode, "source": src["run"], "source_task": src["task"], **opts.provenance}
+    transferred = dataclasses.replace(opts, init_prompt=src["prompt"], prompt_length=src["prompt_length"],
+                                      teacher=None, kd_lambda=0.0)
+    if mode == "vanilla":
+        return prompt_tune(dataclasses.replace(transferred, provenance=provenance), out, overwrite=overwrite)
+
+    lam, origin = resolve_lambda(kd_lambda, score, lambda_max)
+    provenance |= {"kd_lambda_origin": origin, "transferability_score": score}
+    if teacher is None:
+        teacher_dir = out / "teacher"
+        teacher_opts = dataclasses.replace(
+            transferred, model_tuning=False, provenance={"mode": "vanilla", "source": src["run"], "role": "teacher"},
+            train=dataclasses.replace(opts.train, lr=teacher_lr))
+    else:
+        teacher_dir = Path(teacher)
+        tmeta = run_meta(teacher_dir)
+        if tmeta.get("head_task") != opts.head_task:
+            raise VegaError(f"--teacher {teacher}: a {tmeta.get('head_task')} model, the target is {opts.head_task}")
+    # The student: a fresh prompt and head (PANDA); with model tuning, the transferred model.
+    student = dataclasses.replace(
+        transferred if opts.model_tuning else opts, teacher=str(teacher_dir), kd_lambda=lam,
+        init_prompt=src["prompt"] if opts.model_tuning else None, provenance=provenance)
+    prepare(student, out, overwrite=overwrite)  # the student's run directory first: the teacher lives inside it
+    if teacher is None:
+        log.info("KD transfer: training the teacher (vanilla transfer of %s) in %s", src["run"], teacher_dir)
+        prompt_tune(teacher_opts, teacher_dir)
+    log.info("KD transfer: student with lambda = %.4g (%s)", lam, origin)
+    return prompt_tune(student, out)
+
+
+def auto_source(sources: list[str], opts: PromptOptions, out: Path, *, target_run: str | None,
+                rank_by: str, **kw: Any) -> tuple[str, float, dict]:
+    """Rank ``sources`` for the target and return (best source, its score, the ranking report)."""
+    from vegalm.adapt.transferability import rank_sources
+
+    if not sources:
+        raise VegaError("--source auto needs candidate runs: --sources RUN [RUN ...]")
+    report = rank_sources(sources, opts.task, opts.data, model=opts.model, target_run=target_run,
+                          rank_by=rank_by, max_length=opts.max_length, **kw)
+    best = report["ranking"][0]
+    log.info("--source auto: %s (%s = %.4f)", best["run"], rank_by, best[rank_by])
+    return best["run"], best[rank_by], report
+
+
+def write_ranking(out: Path, report: dict) -> None:
+    write_json(Path(out) / "transferability.json", report)
+
