@@ -137,7 +137,7 @@ def test_online_step_masks_exactly_the_tokens_with_nll_above_tau(tiny):
     nll = -F.log_softmax(full, -1).gather(2, ids.unsqueeze(2)).squeeze(2)
     expect = (nll > tau) & spec.maskable(ids) & am.bool()
     assert 0 < int(expect.sum()) < int((spec.maskable(ids) & am.bool()).sum())
-    batch = {"input_ids": ids, "attention_mask": am, "block_ids": torch.arange(3), "n_maskable": am.sum(1) - 2}
+    batch = {"input_ids": ids, "attention_mask": am, "block_ids": torch.arange(3), "copies": torch.zeros(3), "n_maskable": am.sum(1) - 2}
     seen = {}
     model = SparseMLM(tiny)
     orig = model.forward
@@ -149,7 +149,7 @@ def test_online_step_masks_exactly_the_tokens_with_nll_above_tau(tiny):
         return out
 
     model.forward = spy
-    sums = online_step(model, batch, spec, alpha=0.1, smoothing="tls", tau=tau, seed=0, epoch=0,
+    sums = online_step(model, batch, spec, alpha=0.1, smoothing="tls", tau=tau, seed=0,
                        mask_options={})
     rows_with_hard = expect.any(1)
     assert torch.equal(seen["positions"][rows_with_hard], expect[rows_with_hard])

@@ -141,11 +141,12 @@ def online_step(
     smoothing: str,
     tau: float,
     seed: int,
-    epoch: int,
     mask_options: dict,
 ) -> StepSums:
     """SE with hard tokens from THIS batch's reference pass instead of an offline index.
 
+    ``batch`` holds the unmasked ``input_ids``, ``attention_mask``, ``n_maskable`` and, to seed
+    each block's masking generator, ``block_ids`` and ``copies`` (which pass over the corpus).
     Cost: the own-token NLL needs full-vocabulary logits at every maskable position (chunked,
     never held at once), so the reference pass costs about one stock no-grad forward (encoder
     + full head) instead of encoder + sparse head. The encoder output is reused for ``r``.
@@ -164,7 +165,7 @@ def online_step(
             ids_cpu, hard_cpu, nll_cpu = ids.cpu(), (maskable & (nll_grid > tau)).cpu(), nll_grid.cpu()
             for b in range(ids.shape[0]):
                 hp = hard_cpu[b].nonzero().flatten()
-                g = block_generator(seed, epoch, int(batch["block_ids"][b]))
+                g = block_generator(seed, int(batch["copies"][b]), int(batch["block_ids"][b]))
                 m = hard_mask(ids_cpu[b], hp, spec, nll=nll_cpu[b][hp], generator=g, **mask_options)
                 masked_rows.append(m.input_ids)
                 target_rows.append(m.mask)

@@ -73,7 +73,9 @@ class SparseMLM(nn.Module):
         super().__init__()
         self.mlm = mlm
         self.nll_chunk = nll_chunk
-        self._head = find_head(mlm)
+        # Not registered as a submodule: its parameters already live under ``mlm``, and a second
+        # name for them would duplicate them in every state dict and checkpoint.
+        object.__setattr__(self, "_head", find_head(mlm))
 
     @property
     def config(self):  # noqa: ANN201 - the wrapped model's config

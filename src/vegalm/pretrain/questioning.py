@@ -1,0 +1,184 @@
+"""Self-questioning (VEGA.md §1.1): the starting model scores every token; NLL > τ is hard.
+
+The starting model θ₀ runs in eval mode, without gradients, on each UNMASKED block and gives
+every position its own-token NLL ``ℓ_i = -log p(x_i | x)``. Special tokens and padding are
+never scored. Scores (``--score``):
+
+- ``visible`` (the paper): one pass, the model sees the token it predicts;
+- ``contextual`` (VEGA.md, beyond the paper): ``k`` passes, pass j masks the positions
+  ``i ≡ j (mod k)`` and scores them, so every token is scored once while masked. Costs k
+  forwards but only sparse logits (the masked positions) in each.
+
+The visible score needs the full vocabulary at every scored position (for log-sum-exp), but
+never as a ``[B, L, V]`` tensor: rows are reduced chunk by chunk (mlm_head.nll_chunked), in
+bf16 autocast on GPU. Hard tokens are stored in a CSR index on disk (index.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vegalm.data.corpus import BlockCorpus
+from vegalm.pretrain.index import IndexWriter
+from vegalm.pretrain.mlm_head import SparseMLM
+
+log = logging.getLogger(__name__)
+
+SCORES = ("visible", "contextual")
+FRESH_HEAD_FRACTION = 0.95  # above this, the head has not learnt to read its own token
+
+
+@dataclass
+class ScoreConfig:
+    tau: float = 0.1
+    score: str = "visible"
+    k: int = 7
+    batch_size: int = 64
+    chunk_blocks: int = 1024  # blocks per durable chunk (progress is recorded after each)
+
+
+def maskable_of(ids: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
+    return ~torch.isin(ids, torch.tensor(special_ids, device=ids.device))
+
+
+@torch.inference_mode()
+def score_batch(model: SparseMLM, ids: torch.Tensor, special_ids: list[int], mask_id: int, pad_id: int,
+                score: str = "visible", k: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Own-token NLL of every maskable position of ``ids [B, L]``: returns (maskable [B,L], nll [B,L]).
+
+    Non-maskable entries of ``nll`` are 0 and must be ignored (use the mask).
+    """
+    am = (ids != pad_id).long()
+    maskable = maskable_of(ids, special_ids) & am.bool()
+    nll = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    if score == "visible":
+        nll[maskable] = model(input_ids=ids, attention_mask=am, positions=maskable, targets=ids[maskable]).float()
+    elif score == "contextual":
+        col = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        for j in range(k):
+            pos = maskable & (col % k == j)
+            if not pos.any():
+                continue
+            masked = ids.masked_fill(pos, mask_id)
+            nll[pos] = model(input_ids=masked, attention_mask=am, positions=pos, targets=ids[pos]).float()
+    else:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    return maskable, nll
+
+
+def _batches(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:
+    for s in range(start, stop, size):
+        yield s, min(s + size, stop)
+
+
+def run_questions(
+    model: SparseMLM,
+    corpus: BlockCorpus,
+    out: str | Path,
+    cfg: ScoreConfig,
+    *,
+    identity: dict[str, Any],
+    fresh_head: bool,
+    device: torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Score the whole corpus into the index at ``out`` (resuming a partial one); returns stats."""
+    from tqdm.auto import tqdm
+
+    device = device or torch.device("cpu")
+    tok = corpus.tokenizer
+    writer = IndexWriter.open(out, n_blocks=len(corpus), block_size=corpus.block_size,
+                              params={**identity, "corpus": corpus.fingerprint, "tau": cfg.tau,
+                                      "score": cfg.score, "k": cfg.k if cfg.score == "contextual" else None},
+                              force=force)
+    if writer.complete:
+        log.info("self-questioning index %s is complete: reusing it", out)
+        return writer.stats()
+    if writer.blocks_done:
+        log.info("resuming self-questioning at block %d of %d", writer.blocks_done, len(corpus))
+    model.eval().to(device)
+    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else _null()
+    bar = tqdm(total=len(corpus), initial=writer.blocks_done, unit="block", desc="questions", disable=not progress)
+    for c0, c1 in _batches(writer.blocks_done, len(corpus), cfg.chunk_blocks):
+        counts, scored, positions, nlls, all_nll = [], [], [], [], []
+        for b0, b1 in _batches(c0, c1, cfg.batch_size):
+            ids = torch.from_numpy(np.asarray(corpus.tokens[b0:b1], dtype=np.int64)).to(device)
+            with amp:
+                maskable, nll = score_batch(model, ids, tok["special_ids"], tok["mask_id"], tok["pad_id"],
+                                            cfg.score, cfg.k)
+            hard = maskable & (nll > cfg.tau)
+            counts.append(hard.sum(1).cpu())
+            scored.append(maskable.sum(1).cpu())
+            rows, cols = hard.nonzero(as_tuple=True)  # row-major: grouped by block, positions ascending
+            positions.append(cols.cpu())
+            nlls.append(nll[rows, cols].cpu())
+            all_nll.append(nll[maskable].cpu())
+            bar.update(b1 - b0)
+            bar.set_postfix(hard=f"{writer.hard_fraction(extra=(counts, scored)):.3f}", refresh=False)
+        writer.append(torch.cat(counts).numpy(), torch.cat(scored).numpy(), torch.cat(positions).numpy(),
+                      torch.cat(nlls).numpy(), torch.cat(all_nll).numpy())
+    bar.close()
+    stats = writer.finish(fresh_head=fresh_head)
+    _warn_if_fresh(stats, fresh_head)
+    return stats
+
+
+def _warn_if_fresh(stats: dict[str, Any], fresh_head: bool) -> None:
+    frac = stats["hard_fraction"]
+    if fresh_head or frac > FRESH_HEAD_FRACTION:
+        why = "the model's MLM head was freshly initialised" if fresh_head else \
+            f"{frac:.1%} of the tokens are hard at tau={stats['tau']}"
+        log.warning(
+            "\n" + "!" * 78 + "\n!! SELF-QUESTIONING IS NOT INFORMATIVE: %s.\n"
+            "!! An untrained head gives its own visible token low probability, so nearly every token\n"
+            "!! looks hard and SE would mask almost everything. Remedies (VEGA.md, caveats):\n"
+            "!!   - train with a cap: `vegalm pretrain --method se --cap 0.15 ...` (hardest 15%% by NLL), or\n"
+            "!!   - warm the head up first with `vegalm pretrain --method mlm`, then re-run self-questioning\n"
+            "!!     with --model RUN/final, or use --score contextual.\n" + "!" * 78, why)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def pick_device(device: str | None = None) -> tuple[torch.device, torch.dtype | None]:
+    """The device to score on and its autocast dtype: bf16 on a GPU that has it, else float32."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return dev, amp
+
+
+def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg: ScoreConfig, *,
+                  device: str | None = None, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """`vegalm pretrain questions`: load the starting model, score the corpus, write the index."""
+    from vegalm.backbones import fresh_mlm_head, load_mlm, load_tokenizer, resolve_model_path
+    from vegalm.data.corpus import open_corpus
+    from vegalm.errors import VegaError
+
+    if cfg.score not in SCORES:
+        raise VegaError(f"--score must be one of {', '.join(SCORES)}, not {cfg.score!r}")
+    if cfg.tau < 0 or cfg.k < 1 or cfg.batch_size < 1:
+        raise VegaError("--tau must be >= 0, --k and --batch-size >= 1")
+    corpus = open_corpus(corpus_path)
+    corpus.check_tokenizer(load_tokenizer(model_name), model_name)
+    mlm = load_mlm(model_name)
+    fresh = fresh_mlm_head(mlm)
+    dev, amp = pick_device(device)
+    identity = {"model": model_name, "model_path": resolve_model_path(model_name)}
+    return run_questions(SparseMLM(mlm), corpus, out, cfg, identity=identity, fresh_head=fresh, device=dev,
+                         autocast_dtype=amp, progress=progress, force=force)
