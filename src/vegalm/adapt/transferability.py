@@ -8,13 +8,17 @@ own prompt-tuning run, ``target_run``, or else a short prompt tuning on the targ
   over positions). Cheap, but it compares parameters, and different parameters can do the same.
 * **activation** (PANDA's idea: embed a task by what its prompt does to the frozen model): on N
   target inputs, ``h(x; p)`` is the frozen backbone's last hidden state mean-pooled over the real
-  tokens of x with prompt p attached, and ``h(x; -)`` the same without a prompt. The score is
+  tokens of x with prompt p attached. The score is
 
-      s = mean_x cos( h(x; p_src) - h(x; -),  h(x; p_tgt) - h(x; -) )
+      s = mean_x cos( h(x; p_src) - h(x; 0_src),  h(x; p_tgt) - h(x; 0_tgt) )
 
-  i.e. do the two prompts move the model's representation of the target's own inputs in the
-  same direction. Subtracting the prompt-free state matters: raw pooled states of the same
-  input are nearly parallel whatever the prompt (cos ~ 0.99), which would rank nothing.
+  where ``0_p`` is the *null prompt* of p's shape (all keys and values zero): do the two prompts
+  move the model's representation of the target's own inputs in the same direction. The null
+  prompt is the right baseline, not "no prompt": any prefix of length P takes a share of every
+  attention distribution away from the tokens, a shift common to all prompts of that length,
+  which dominated the difference to the prompt-free model in our runs (every source scored
+  ~0.999 against every target); a zero prefix takes the same share and adds nothing, so
+  subtracting it leaves what the learned keys and values do.
 
 Both are 1 for the target's own prompt and lie in [-1, 1]; sources are ranked by ``rank_by``
 (default activation), and :func:`vegalm.adapt.transfer.resolve_lambda` maps the score to PANDA's
@@ -70,9 +74,24 @@ def pooled_states(model, batches: list[dict], prompt: DeepPrompt | None) -> torc
     return torch.cat(rows)
 
 
-def activation_similarity(source: torch.Tensor, target: torch.Tensor, plain: torch.Tensor) -> float:
-    """mean over rows of cos(source - plain, target - plain) (rows: target input sequences)."""
-    return float(F.cosine_similarity(source - plain, target - plain, dim=-1).mean())
+def null_prompt(prompt: DeepPrompt) -> DeepPrompt:
+    """A prompt of the same shape whose keys and values are all zero (the activation baseline)."""
+    cfg = prompt.config() | {"reparam_hidden": 0}
+    null = DeepPrompt(**cfg)
+    with torch.no_grad():
+        null.key.zero_()
+        null.value.zero_()
+    return null
+
+
+def prompt_shift(model, batches: list[dict], prompt: DeepPrompt) -> torch.Tensor:
+    """h(x; p) - h(x; 0_p) for every target sequence: [S, H]."""
+    return pooled_states(model, batches, prompt) - pooled_states(model, batches, null_prompt(prompt))
+
+
+def activation_similarity(source_shift: torch.Tensor, target_shift: torch.Tensor) -> float:
+    """Mean over target sequences of the cosine between the two prompts' shifts."""
+    return float(F.cosine_similarity(source_shift, target_shift, dim=-1).mean())
 
 
 def _target_batches(opts: PromptOptions, tokenizer, n: int) -> list[dict]:
@@ -139,14 +158,13 @@ def rank_sources(
         # load_prompt refuses (clearly) any source prompt trained on another backbone.
         prompts = {s: load_prompt(prompt_file(s), fp)[0] for s in sources}
         batches = _target_batches(opts, tokenizer, examples)
-        plain = pooled_states(probe, batches, None)
-        target_states = pooled_states(probe, batches, target_prompt)
+        target_shift = prompt_shift(probe, batches, target_prompt)
         rows = []
         for s in sources:
             rows.append({
                 "run": s, "task": metas[s]["task"],
                 "prompt": prompt_similarity(prompts[s], target_prompt),
-                "activation": activation_similarity(pooled_states(probe, batches, prompts[s]), target_states, plain),
+                "activation": activation_similarity(prompt_shift(probe, batches, prompts[s]), target_shift),
             })
     finally:
         if tmp is not None:

@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rank source prompts for a target task (prompt cosine and activation similarity)",
         description="Score each source prompt-tune run for TASK against a prompt trained on TASK (--target-run, "
         "else a short prompt tuning on TASK done here): 'prompt' = cosine of the prompts' mean vectors "
-        "(SPoT); 'activation' = mean over N target inputs of cos(h(x;p_src) - h(x), h(x;p_tgt) - h(x)), "
-        "h the frozen model's mean-pooled last hidden state (what the prompt does to the model). "
+        "(SPoT); 'activation' = mean over N target inputs of cos(h(x;p_src) - h(x;0_src), h(x;p_tgt) - h(x;0_tgt)), "
+        "h the frozen model's mean-pooled last hidden state, 0_p the all-zero prompt of p's shape (what the learned prompt does to the model). "
         "Prints the ranking and writes it as JSON with --json.",
     )
     p.add_argument("--sources", nargs="+", required=True, metavar="RUN", help="finished prompt-tune runs")
