@@ -211,3 +211,12 @@ def test_bad_config_is_a_clear_error():
         TrainConfig(mixed_precision="fp8")
     with pytest.raises(VegaError, match="batch_size must be >= 1"):
         TrainConfig(batch_size=0)
+
+
+def test_bf16_autocast_trains_and_fp16_needs_a_gpu(tmp_path):
+    engine, result, model = _train(tmp_path, "bf16", mixed_precision="bf16", epochs=1)
+    assert result.global_step == 10 and engine.accelerator.mixed_precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, fp32 master weights
+    if not torch.cuda.is_available():
+        with pytest.raises(VegaError, match="fp16 needs a GPU"):
+            _train(tmp_path, "fp16", mixed_precision="fp16")

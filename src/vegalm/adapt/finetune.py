@@ -52,6 +52,7 @@ class FinetuneOptions:
     init_from: str | None = None
     adversarial: AdversarialConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    predict_test: bool = True  # not part of the config: it changes no training, only an output file
 
     def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
         adv = self.adversarial
@@ -193,6 +194,8 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
     else:
         tokenizer = load_tokenizer(opts.model)
         model = TaskModel(load_encoder(opts.model), name, dropout=opts.dropout)
+    if not opts.predict_test:
+        data.test = None
     feats = {split: encode(name, exs, tokenizer, opts.max_length)
              for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
     out = Path(out)
@@ -235,7 +238,10 @@ def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats,
     metrics = score(name, data.val, preds)
     summary = {"task": name, "split": data.val_name, "examples": len(data.val), "metrics": metrics,
                "best_step": result.best_step, "global_step": result.global_step,
-               "stopped_early": result.stopped_early}
+               "stopped_early": result.stopped_early,
+               # this invocation's training loop (a resumed run counts only the part it ran)
+               "train_seconds": round(result.train_seconds, 3),
+               "train_examples_per_s": round(result.examples_per_s, 3)}
     if accelerator.is_main_process:
         write_jsonl(out / "predictions" / "val.jsonl", task.leaderboard_lines(data.val, preds))
         write_json(out / "predictions" / "metrics.json", summary)

@@ -56,6 +56,12 @@ class TrainResult:
     best_step: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    train_seconds: float = 0.0  # wall time of this process's loop, evaluations and checkpoints included
+    examples_seen: int = 0  # training examples processed by this process's loop (all devices)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples_seen / self.train_seconds if self.train_seconds else 0.0
 
 
 def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
@@ -76,7 +82,11 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
             kwargs = {"log_with": "tensorboard", "project_dir": str(out_dir)}
         except ImportError:
             log.warning("tensorboard is not installed: training curves go to train.log only")
-    return Accelerator(mixed_precision=cfg.mixed_precision, **kwargs)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, **kwargs)
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # No loss scaler on CPU: fp16 gradients would silently underflow.
+        raise VegaError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
+    return accelerator
 
 
 def _maybe_test_kill(step: int) -> None:
@@ -200,7 +210,9 @@ class Engine:
             acc.end_training()
         if stop:
             log.info("early stopping: no improvement in %d evaluations", cfg.early_stopping)
-        return self._result(state)
+        result = self._result(state)
+        result.train_seconds, result.examples_seen = time.perf_counter() - t0, seen
+        return result
 
     def _accumulate(self, group: list[list[int]], step: int) -> tuple[float, dict[str, float]]:
         """One optimizer step over the micro-batches of ``group``; returns the mean loss and logs."""
