@@ -129,7 +129,8 @@ def main() -> int:
 
     def popts(task: str, seed: int, *, epochs: float, max_train: int) -> PromptOptions:
         return PromptOptions(task=task, model=args.model, data=str(data), max_train_examples=max_train,
-                             max_eval_examples=budget["max_eval"], train=default_train(epochs=epochs, seed=seed, **quiet))
+                             max_eval_examples=budget["max_eval"], predict_test=False,
+                             train=default_train(epochs=epochs, seed=seed, **quiet))
 
     results: dict = {t: {m: [] for m in METHODS} for t in targets}
     first = seeds[0]
@@ -183,7 +184,7 @@ def main() -> int:
             ft = work / t / f"finetune-{seed}"
             fo = FinetuneOptions(task=t, model=args.model, data=str(data), max_length=128,
                                  max_train_examples=budget["max_train"], max_eval_examples=budget["max_eval"],
-                                 train=TrainConfig(lr=MODEL_TUNING_LR, epochs=budget["ft_epochs"], seed=seed, **quiet))
+                                 predict_test=False, train=TrainConfig(lr=MODEL_TUNING_LR, epochs=budget["ft_epochs"], seed=seed, **quiet))
             results[t]["finetune"].append(once(ft, f"{t} finetune seed {seed}", lambda fo=fo, ft=ft: finetune(fo, ft),
                                                keep_model=False))
 

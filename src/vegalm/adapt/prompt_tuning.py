@@ -49,7 +49,7 @@ from vegalm.data.superglue import DIAGNOSTICS, canonical_task, get_task
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl
 from vegalm.train import Engine, TrainConfig
-from vegalm.train.runs import attach_log, detach_log, prepare_run_dir
+from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
 
 log = logging.getLogger("vegalm.prompt_tuning")
 
@@ -79,6 +79,7 @@ class PromptOptions:
     kd_lambda: float = 0.0
     model_tuning: bool = False  # train the backbone too (prompt attached)
     adversarial: AdversarialConfig | None = None
+    predict_test: bool = True  # not part of the config: it changes no training, only an output file
     train: TrainConfig = field(default_factory=default_train)
     provenance: dict[str, Any] = field(default_factory=dict)  # source, lambda origin... (into config.yaml)
 
@@ -97,6 +98,7 @@ class PromptOptions:
         d = dataclasses.asdict(self)
         d.update(task=self.task_name, head_task=self.head_task, data_sizes=data_sizes, train=self.train.to_dict())
         d["adversarial"] = None if self.adversarial is None else dataclasses.asdict(self.adversarial)
+        d.pop("predict_test")
         return d
 
 
@@ -233,25 +235,37 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
     from vegalm.adapt.framing import collate, encode
     from vegalm.adapt.heads import loss_fn
 
-    data, resumed = prepare(opts, out, overwrite=overwrite)
-    out, head = Path(out), opts.head_task
+    check_options(opts)
+    data = load_data(opts)
+    config = opts.to_config(data_sizes(data))
+    check_run_dir(out, config, overwrite=overwrite)  # fail fast, before loading anything
+    # Build, load and encode everything before the run directory is touched: a bad source
+    # prompt, teacher or example fails here and leaves no half-made run behind.
+    out, head, cfg = Path(out), opts.head_task, opts.train
+    set_seed(cfg.seed)  # the head's and the prompt's initialisation depend on it
+    model, tokenizer = build_model(opts)
+    teacher = None
+    if opts.teacher:
+        from vegalm.adapt.transfer import load_teacher
+
+        teacher = load_teacher(opts.teacher, head, opts.model)
+    if not opts.predict_test:
+        data.test = None
+    feats = {split: encode(head, exs, tokenizer, opts.max_length)
+             for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
+    resumed = prepare_run_dir(out, config, overwrite=overwrite)
     handler = attach_log(out)
     try:
         log.info("%s %s: %s (as %s), backbone %s%s, %d train / %d val examples",
                  "resuming" if resumed else "starting", out, opts.task_name, head, opts.model,
                  " (tuned)" if opts.model_tuning else " (frozen)", len(data.train), len(data.val))
-        cfg = opts.train
-        set_seed(cfg.seed)
-        model, tokenizer = build_model(opts)
         params = count_params(model)
         log.info("trainable parameters: %d of %d (%.3f%%)", params["trainable"], params["total"], params["trainable_pct"])
-        feats = {split: encode(head, exs, tokenizer, opts.max_length)
-                 for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
         pad = tokenizer.pad_token_id
-        if opts.teacher:
-            from vegalm.adapt.transfer import KDObjective, load_teacher
+        if teacher is not None:
+            from vegalm.adapt.transfer import KDObjective
 
-            objective: torch.nn.Module = KDObjective(model, load_teacher(opts.teacher, head, opts.model), opts.kd_lambda)
+            objective: torch.nn.Module = KDObjective(model, teacher, opts.kd_lambda)
         else:
             objective = Objective(model, loss_fn, opts.adversarial)
         meta = {"task": opts.task_name, "head_task": head, "model": opts.model, "max_length": opts.max_length,
