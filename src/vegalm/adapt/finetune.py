@@ -32,7 +32,7 @@ from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, canonical_task, get_t
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl, write_text
 from vegalm.train import Engine, TrainConfig, predict
-from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
+from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir, process_state
 
 log = logging.getLogger("vegalm.finetune")
 
@@ -275,8 +275,9 @@ def finetune_seeds(opts: FinetuneOptions, seeds: Sequence[int], out: str | Path,
         one = dataclasses.replace(opts, train=dataclasses.replace(opts.train, seed=seed))
         runs[seed] = finetune(one, out / f"seed-{seed}")
     summary = summarise(runs)
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", summary_markdown(summary))
+    if process_state().is_main_process:
+        write_json(out / "summary.json", summary)
+        write_text(out / "summary.md", summary_markdown(summary))
     return summary
 
 

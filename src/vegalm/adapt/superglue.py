@@ -25,7 +25,7 @@ from vegalm.adapt.finetune import FinetuneOptions, check_options, finetune, pred
 from vegalm.data.superglue import DIAGNOSTICS, FOLDERS, MAIN_TASKS, canonical_task, get_task, read_split
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl, write_text
-from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
+from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir, process_state
 
 log = logging.getLogger("vegalm.superglue")
 
@@ -80,19 +80,24 @@ def run_superglue(base: FinetuneOptions, out: str | Path, *, tasks: list[str] | 
             if r:
                 log.warning("%s skipped: %s", FOLDERS[t], r)
         results: dict[str, Any] = {"tasks": {}, "missing": {t: r for t, r in reasons.items() if r}}
+        main = process_state().is_main_process  # under `accelerate launch`, one process writes
         pred_dir = out / "submission"
-        pred_dir.mkdir(exist_ok=True)
+        if main:
+            pred_dir.mkdir(exist_ok=True)
         for t in runnable:
             log.info("==== %s ====", FOLDERS[t])
             summary = finetune(opts[t], out / t)
             results["tasks"][t] = {"split": summary["split"], "metrics": summary["metrics"],
                                    "examples": summary["examples"]}
             test = out / t / "predictions" / "test.jsonl"
-            if test.is_file():
+            if main and test.is_file():
                 shutil.copyfile(test, pred_dir / f"{FOLDERS[t]}.jsonl")
             if t == "rte":
                 results["tasks"].update(predict_diagnostics(base, out / "rte", data, pred_dir))
         results["average"] = _average(results)
+        process_state().wait_for_everyone()
+        if not main:
+            return results
         results["submission"] = _pack(pred_dir, out / "submission.zip", data)
         write_json(out / "results.json", results)
         write_text(out / "results.md", results_markdown(results, base))
@@ -124,7 +129,8 @@ def predict_diagnostics(base: FinetuneOptions, rte_run: Path, data: Path, pred_d
         feats = encode(diag, examples, tokenizer, base.max_length)
         preds = predict_task(accelerator, model, diag, examples, feats, tokenizer,
                              base.train.effective_eval_batch_size)
-        write_jsonl(pred_dir / f"{task.folder}.jsonl", task.leaderboard_lines(examples, preds))
+        if accelerator.is_main_process:
+            write_jsonl(pred_dir / f"{task.folder}.jsonl", task.leaderboard_lines(examples, preds))
         labelled = all(getattr(e, "label", None) is not None for e in examples)
         metrics = score(diag, examples, preds) if labelled else {}
         out[diag] = {"split": "diagnostic", "metrics": metrics, "examples": len(examples)}

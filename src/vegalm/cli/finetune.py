@@ -83,15 +83,17 @@ def options_from_args(args: argparse.Namespace, task: str, data: Path):
 
 def run(args: argparse.Namespace) -> int:
     from vegalm.adapt.finetune import finetune, finetune_seeds
+    from vegalm.train.runs import process_state
 
     opts = options_from_args(args, args.task, require_data(args))
     if args.seeds:
         summary = finetune_seeds(opts, args.seeds, args.out, overwrite=args.overwrite)
-        print(json.dumps({"mean": summary["mean"], "std": summary["std"]}, indent=2))
+        shown = {"mean": summary["mean"], "std": summary["std"]}
     else:
-        result = finetune(opts, args.out, overwrite=args.overwrite)
-        print(json.dumps(result["metrics"], indent=2))
-    print(f"run directory: {args.out}", file=sys.stderr)
+        shown = finetune(opts, args.out, overwrite=args.overwrite)["metrics"]
+    if process_state().is_main_process:  # once, also under `accelerate launch`
+        print(json.dumps(shown, indent=2))
+        print(f"run directory: {args.out}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args, "rte", require_data(args))  # the task is set per run
     results = run_superglue(opts, args.out, tasks=args.tasks, overwrite=args.overwrite)
+    if "submission" not in results:  # not the main process of an `accelerate launch`
+        return 0
     print((Path(args.out) / "results.md").read_text())
     sub = results["submission"]
     if not sub["check_ok"]:

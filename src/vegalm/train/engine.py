@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import send_to_device, set_seed
 from tqdm.auto import tqdm
 
@@ -37,7 +37,7 @@ from vegalm.io import atomic_dir, recover_dir
 from vegalm.train import checkpoint as ckpt
 from vegalm.train.config import TrainConfig
 from vegalm.train.optim import build_optimizer, build_scheduler
-from vegalm.train.runs import write_metrics
+from vegalm.train.runs import process_state, write_metrics
 from vegalm.train.sampling import epoch_batches, shard
 
 log = logging.getLogger("vegalm.train")
@@ -68,7 +68,7 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
     """One Accelerator per run. Accelerate keeps its state in a process-wide singleton; in a
     single process (tests, ``--seeds``) we reset it when a run asks for another precision."""
     state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") != cfg.mixed_precision and PartialState().num_processes == 1:
+    if state and state.get("_mixed_precision") != cfg.mixed_precision and process_state().num_processes == 1:
         AcceleratorState._reset_state()
     for name in ("accelerate.accelerator", "accelerate.checkpointing"):
         # Accelerate logs every file of every checkpoint at INFO; we log one line per checkpoint.
@@ -206,8 +206,10 @@ class Engine:
                 if stop or epoch_end:
                     break
         bar.close()
-        if acc.log_with:
-            acc.end_training()
+        # Not acc.end_training(): it also destroys the process group, and the caller still
+        # needs it for its final predictions (gathered across processes).
+        for tracker in acc.trackers:
+            tracker.finish()
         if stop:
             log.info("early stopping: no improvement in %d evaluations", cfg.early_stopping)
         result = self._result(state)

@@ -24,6 +24,18 @@ CONFIG_FILE = "config.yaml"
 COSMETIC = frozenset({"log_every", "tensorboard", "progress", "data", "verbose"})
 
 
+def process_state():
+    """Accelerate's per-process state (rank, world size) before any Accelerator exists.
+
+    Under ``accelerate launch --cpu`` (or torchrun with ACCELERATE_USE_CPU=1) the processes are
+    CPU workers; PartialState only knows that if told, and whoever creates it first fixes it.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -89,11 +101,15 @@ def prepare_run_dir(out: str | Path, config: dict[str, Any], *, overwrite: bool 
     """Make ``out`` a run directory for ``config`` (see :func:`check_run_dir`); True when resuming."""
     out = Path(out)
     config = normalise(config)
+    dist = process_state()  # under `accelerate launch` every process runs this: check all, write once
     state = check_run_dir(out, config, overwrite=overwrite)
-    if state == "overwrite":
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))  # also refreshes cosmetic keys
+    dist.wait_for_everyone()
+    if dist.is_main_process:
+        if state == "overwrite":
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))  # also refreshes cosmetic keys
+    dist.wait_for_everyone()
     return state == "resume"
 
 
@@ -110,7 +126,11 @@ def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def attach_log(out: Path, name: str = "vegalm") -> logging.Handler:
-    """Mirror the ``vegalm`` logger into ``out/train.log`` (appending: a resume continues the log)."""
+    """Mirror the ``vegalm`` logger into ``out/train.log`` (appending: a resume continues the log).
+
+    Only the main process writes the file (the others get a handler that drops everything)."""
+    if not process_state().is_main_process:
+        return logging.NullHandler()
     handler = logging.FileHandler(out / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger = logging.getLogger(name)
