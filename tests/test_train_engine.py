@@ -151,7 +151,9 @@ def test_training_learns_and_keeps_best(tmp_path):
     assert [x["step"] for x in lines] == list(range(5, 61, 5))
     assert result.best_metric == max(x["score"] for x in lines) > 0.6
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-00000060"]
+    final = tmp_path / "run" / "checkpoints" / "step-00000060"
+    assert [p.name for p in final.parent.iterdir()] == [final.name]
+    assert [p.name for p in final.iterdir()] == ["trainer_state.json"]  # finished: weights dropped
     # A finished run is not trained again.
     again = Engine(cfg(epochs=6, eval_every=5), Toy(), data, collate_fn=collate, loss_fn=toy_loss,
                    out_dir=tmp_path / "run", eval_fn=eval_fn).train()

@@ -106,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "transformers' AutoModel.from_pretrained, plus the task head), predictions/val.jsonl + "
         "metrics.json and predictions/test.jsonl in leaderboard format. Re-running the same command "
         "resumes an interrupted run from its last complete checkpoint; a different configuration in "
-        "the same --out is refused. Runs on CPU, a GPU, or several with `accelerate launch -m vegalm.cli finetune ...`.",
+        "the same --out is refused. Runs on CPU or a GPU as is, on several GPUs with `accelerate launch "
+        "--multi_gpu --num_processes N -m vegalm.cli finetune ...` (CPU workers: `ACCELERATE_USE_CPU=1 torchrun "
+        "--nproc_per_node N -m vegalm.cli finetune ...`).",
     )
     p.add_argument("--task", required=True, help="boolq cb copa multirc record rte wic wsc (or official names)")
     p.add_argument("--model", required=True,

@@ -123,9 +123,21 @@ def save_checkpoint(accelerator: Accelerator, root: Path, step: int, state: dict
     return final
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def drop_weights(path: Path) -> None:
+    """Keep only the trainer state of a finished run's last checkpoint: nothing will resume from
+    its weights and optimizer moments (several times the model's size); best/ holds the model."""
+    for p in path.iterdir():
+        if p.name != STATE_FILE:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def load_checkpoint(accelerator: Accelerator, path: Path) -> dict[str, Any]:
     """Restore everything ``save_checkpoint`` wrote; returns the trainer state."""
     accelerator.load_state(str(path))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((path / STATE_FILE).read_text())
+    return read_state(path)

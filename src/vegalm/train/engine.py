@@ -202,7 +202,9 @@ class Engine:
                 if evaluate or state["done"] or (cfg.save_every and state["step"] % cfg.save_every == 0):
                     if state["done"] and self.eval_fn is None:
                         self._save_best()  # no evaluation: the final model is the one to keep
-                    ckpt.save_checkpoint(acc, self.ckpt_dir, state["step"], state)
+                    path = ckpt.save_checkpoint(acc, self.ckpt_dir, state["step"], state)
+                    if state["done"] and acc.is_main_process:
+                        ckpt.drop_weights(path)
                 if stop or epoch_end:
                     break
         bar.close()
@@ -312,7 +314,9 @@ class Engine:
         last = ckpt.latest_checkpoint(self.ckpt_dir)
         if last is None:
             return state
-        state.update(ckpt.load_checkpoint(self.accelerator, last))
+        saved = ckpt.read_state(last)
+        # A finished run's checkpoint keeps only its state (see drop_weights): nothing to restore.
+        state.update(saved if saved["done"] else ckpt.load_checkpoint(self.accelerator, last))
         if state.get("total_steps", self.total_steps) != self.total_steps:
             raise VegaError(f"{last}: planned for {state['total_steps']} steps, this run plans {self.total_steps}")
         if self.accelerator.is_main_process:
