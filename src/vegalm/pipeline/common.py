@@ -1,0 +1,85 @@
+"""Helpers shared by the Vega steps: model references between steps, data identity, budgets."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from vegalm.pipeline.runner import StepContext
+
+STEP_REF = "step:"  # a model produced by another step: "step:pretrain/se"
+
+
+def model_ref(step: str) -> str:
+    return STEP_REF + step
+
+
+def resolve_model(ctx: StepContext, ref: str) -> str:
+    """A step reference becomes that step's saved model folder; a backbone name stays as it is."""
+    if not ref.startswith(STEP_REF):
+        return ref
+    name = ref[len(STEP_REF):]
+    return str(ctx.dep(name) / "run" / "final")
+
+
+@lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_identity(paths: list[Path], root: Path) -> dict[str, str]:
+    """{path relative to root: sha256}: a step's fingerprint changes when its data does."""
+    out = {}
+    for p in sorted(set(paths)):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p)] = _file_digest(
+                str(p), st.st_size, st.st_mtime_ns)
+    return out
+
+
+def task_files(data: Path, task: str) -> dict[str, str]:
+    """Identity of every split file of a SuperGLUE task, or of an NLI source's files."""
+    from vegalm.data import nli
+    from vegalm.data.superglue import get_task
+
+    if nli.is_source_name(task):
+        from vegalm.adapt.prompt_tuning import nli_root
+
+        source, _ = nli.parse_source_name(task)
+        root = nli_root(data)
+        return file_identity([root / rel for rel in source.files.values()], root)
+    t = get_task(task)
+    return file_identity([t.split_path(data, s) for s in t.splits], data)
+
+
+def train_config(train: dict[str, Any], **extra: Any):
+    """A TrainConfig from a step's ``train`` dict (budget + seed + precision) and cosmetic options."""
+    from vegalm.train import TrainConfig
+
+    cosmetic = {"progress": sys.stderr.isatty(), "log_every": 10}
+    return TrainConfig(**{**cosmetic, **train, **extra})
+
+
+def budget_train(budget: Any, seed: int, precision: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """(the TrainConfig part of a Budget with seed and precision, the example limits)."""
+    import dataclasses
+
+    b = dataclasses.asdict(budget)
+    limits = {"max_train_examples": b.pop("max_train_examples"), "max_eval_examples": b.pop("max_eval_examples")}
+    return {**b, "seed": seed, "mixed_precision": precision}, limits
+
+
+def resolve_precision(value: str) -> str:
+    if value != "auto":
+        return value
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
