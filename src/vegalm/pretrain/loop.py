@@ -229,9 +229,13 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
         _check_index(index, corpus, se)
     config = {"pretrain": dataclasses.asdict(se), "train": train.to_dict(),
               "corpus_fingerprint": corpus.fingerprint}
+    # Every process calls these: they check on all ranks and write from the main one (vegalm.train.runs).
     prepare_run_dir(out, config, overwrite=overwrite)
+    acc = make_accelerator(train, out)
     handler = attach_log(out)
     try:
+        if index is not None and acc.is_main_process:
+            _report_index(index, se)
         tokenizer = load_tokenizer(se.model)
         corpus.check_tokenizer(tokenizer, se.model)
         kw = {}
@@ -242,7 +246,6 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
             log.warning("%s has a fresh MLM head: online self-questioning will mark nearly every token hard; "
                         "use --cap (e.g. 0.15) or warm up with --method mlm first", se.model)
         model = SparseMLM(mlm)
-        acc = make_accelerator(train, out)
         global_batch = train.batch_size * train.grad_accum * acc.num_processes
         if train.max_steps:
             copies = max(1, math.ceil(train.max_steps * global_batch / len(corpus)))
@@ -264,7 +267,8 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
             _link_or_copy(out / "best", out / "final")
         engine.accelerator.wait_for_everyone()
         summary.update(global_step=result.global_step, final=str(out / "final"))
-        log.info("pretraining done: %d steps; model in %s", result.global_step, out / "final")
+        if engine.accelerator.is_main_process:
+            log.info("pretraining done: %d steps; model in %s", result.global_step, out / "final")
         return summary
     finally:
         detach_log(handler)
@@ -277,7 +281,12 @@ def _check_index(index: QuestionIndex, corpus: BlockCorpus, se: SEConfig) -> Non
     if se.tau is not None and se.tau < index.tau:
         raise VegaError(f"--tau {se.tau} is below the index's tau {index.tau}: the index only stores tokens "
                         f"with NLL > {index.tau}; re-run `vegalm pretrain questions --tau {se.tau}`")
-    if index.meta.get("model") != se.model:
+
+
+def _report_index(index: QuestionIndex, se: SEConfig) -> None:
+    from vegalm.backbones import resolve_model_path
+
+    if index.meta.get("model_path", resolve_model_path(se.model)) != resolve_model_path(se.model):
         log.warning("the index was scored by %s; SE trains %s (VEGA.md: self-questioning uses the starting model)",
                     index.meta.get("model"), se.model)
     stats = index.stats()
