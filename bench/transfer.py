@@ -48,11 +48,11 @@ METHODS = ("scratch", "vanilla", "kd", "finetune")
 log = logging.getLogger("bench.transfer")
 
 # epochs: prompt runs; ft_epochs: full fine-tuning; max_train: per target (0: all);
-# source_*: the NLI source prompt runs. Sizes: CB 250, COPA 400, RTE 2,490, WSC 554 training examples.
+# source_*: the NLI source prompt runs (val capped: SNLI's dev set has 9,842 pairs). Sizes: CB 250, COPA 400, RTE 2,490, WSC 554 training examples.
 BUDGETS = {
-    "tiny": dict(epochs=1, ft_epochs=1, max_train=24, max_eval=24, source_epochs=1, source_max_train=48),
-    "cpu": dict(epochs=5, ft_epochs=3, max_train=500, max_eval=0, source_epochs=2, source_max_train=1000),
-    "gpu": dict(epochs=30, ft_epochs=10, max_train=0, max_eval=0, source_epochs=5, source_max_train=0),
+    "tiny": dict(epochs=1, ft_epochs=1, max_train=24, max_eval=24, source_epochs=1, source_max_train=48, source_max_eval=24),
+    "cpu": dict(epochs=5, ft_epochs=3, max_train=500, max_eval=0, source_epochs=2, source_max_train=1000, source_max_eval=1000),
+    "gpu": dict(epochs=30, ft_epochs=10, max_train=0, max_eval=0, source_epochs=5, source_max_train=0, source_max_eval=2000),
 }
 
 
@@ -127,9 +127,9 @@ def main() -> int:
     quiet = dict(progress=False, tensorboard=False, log_every=50)
     t_start = time.perf_counter()
 
-    def popts(task: str, seed: int, *, epochs: float, max_train: int) -> PromptOptions:
+    def popts(task: str, seed: int, *, epochs: float, max_train: int, max_eval: int) -> PromptOptions:
         return PromptOptions(task=task, model=args.model, data=str(data), max_train_examples=max_train,
-                             max_eval_examples=budget["max_eval"], predict_test=False,
+                             max_eval_examples=max_eval, predict_test=False,
                              train=default_train(epochs=epochs, seed=seed, **quiet))
 
     results: dict = {t: {m: [] for m in METHODS} for t in targets}
@@ -139,7 +139,7 @@ def main() -> int:
     for seed in seeds:
         for t in targets:
             run = work / t / f"scratch-{seed}"
-            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"])
+            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"], max_eval=budget["max_eval"])
             results[t]["scratch"].append(once(run, f"{t} scratch seed {seed}", lambda o=o, run=run: prompt_tune(o, run)))
 
     # 2. NLI source prompts
@@ -147,7 +147,8 @@ def main() -> int:
     for s in candidates:
         if is_source_name(s):
             run = work / "sources" / s.replace(":", "-")
-            o = popts(s, 0, epochs=budget["source_epochs"], max_train=budget["source_max_train"])
+            o = popts(s, 0, epochs=budget["source_epochs"], max_train=budget["source_max_train"],
+                      max_eval=budget["source_max_eval"])
             once(run, f"source {s}", lambda o=o, run=run: prompt_tune(o, run))
             source_runs[s] = run
         elif s in targets:
@@ -173,7 +174,7 @@ def main() -> int:
         for t in targets:
             best = rankings[t]["ranking"][0]
             src, score = best["run"], best[args.rank_by]
-            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"])
+            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"], max_eval=budget["max_eval"])
             van = work / t / f"vanilla-{seed}"
             results[t]["vanilla"].append(once(van, f"{t} vanilla seed {seed}",
                                               lambda o=o, van=van, src=src: transfer(o, src, van, mode="vanilla")))
@@ -227,8 +228,9 @@ def markdown(rep: dict) -> str:
     lines = [f"# Prompt transfer on CB, COPA, RTE, WSC ({rep['model']})", "",
              f"Budget `{rep['budget_name']}`: prompt runs {b['epochs']} epochs, fine-tuning {b['ft_epochs']} epochs, "
              f"max {b['max_train'] or 'all'} training examples per target, val {b['max_eval'] or 'all'}; NLI sources "
-             f"{b['source_epochs']} epochs on max {b['source_max_train'] or 'all'} examples. Seeds {rep['seeds']}. "
-             f"Device: {rep['device']}; wall time {rep['wall_s'] / 60:.1f} min.", "",
+             f"{b['source_epochs']} epochs on max {b['source_max_train'] or 'all'} examples (val "
+             f"{b['source_max_eval'] or 'all'}). Seeds {rep['seeds']}. "
+             f"Device: {rep['device']}; wall time of the invocation that wrote this {rep['wall_s'] / 60:.1f} min.", "",
              f"Metric: {rep['metric']}; mean ± sample std over seeds.", "",
              "| task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
     for t, per in rep["tasks"].items():

@@ -84,9 +84,12 @@ def null_prompt(prompt: DeepPrompt) -> DeepPrompt:
     return null
 
 
-def prompt_shift(model, batches: list[dict], prompt: DeepPrompt) -> torch.Tensor:
-    """h(x; p) - h(x; 0_p) for every target sequence: [S, H]."""
-    return pooled_states(model, batches, prompt) - pooled_states(model, batches, null_prompt(prompt))
+def prompt_shift(model, batches: list[dict], prompt: DeepPrompt, null_cache: dict | None = None) -> torch.Tensor:
+    """h(x; p) - h(x; 0_p) for every target sequence: [S, H] (null states cached per prompt length)."""
+    cache = {} if null_cache is None else null_cache
+    if prompt.P not in cache:
+        cache[prompt.P] = pooled_states(model, batches, null_prompt(prompt))
+    return pooled_states(model, batches, prompt) - cache[prompt.P]
 
 
 def activation_similarity(source_shift: torch.Tensor, target_shift: torch.Tensor) -> float:
@@ -158,13 +161,14 @@ def rank_sources(
         # load_prompt refuses (clearly) any source prompt trained on another backbone.
         prompts = {s: load_prompt(prompt_file(s), fp)[0] for s in sources}
         batches = _target_batches(opts, tokenizer, examples)
-        target_shift = prompt_shift(probe, batches, target_prompt)
+        nulls: dict[int, torch.Tensor] = {}
+        target_shift = prompt_shift(probe, batches, target_prompt, nulls)
         rows = []
         for s in sources:
             rows.append({
                 "run": s, "task": metas[s]["task"],
                 "prompt": prompt_similarity(prompts[s], target_prompt),
-                "activation": activation_similarity(prompt_shift(probe, batches, prompts[s]), target_shift),
+                "activation": activation_similarity(prompt_shift(probe, batches, prompts[s], nulls), target_shift),
             })
     finally:
         if tmp is not None:
