@@ -64,7 +64,8 @@ def train_config(train: dict[str, Any], **extra: Any):
     """A TrainConfig from a step's ``train`` dict (budget + seed + precision) and cosmetic options."""
     from vegalm.train import TrainConfig
 
-    cosmetic = {"progress": sys.stderr.isatty(), "log_every": 10}
+    steps = train.get("max_steps") or 0  # short runs log more often, so that they have a curve
+    cosmetic = {"progress": sys.stderr.isatty(), "log_every": max(1, min(10, steps // 20)) if steps else 10}
     return TrainConfig(**{**cosmetic, **train, **extra})
 
 

@@ -218,10 +218,10 @@ class Pipeline:
         attempts = int(started.get("attempts", 0)) + 1
         write_json(d / STARTED, {"step": s.name, "fingerprint": fp, "attempts": attempts,
                                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": s.config})
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ctx = StepContext(s, d, {n: self.step_dir(n) for n in s.deps}, resumed)
         summary = s.fn(ctx) or {}
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         outputs = {}
         for rel in s.outputs:
             digest = hash_output(d / rel)
@@ -230,6 +230,7 @@ class Pipeline:
             outputs[rel] = digest
         write_json(d / DONE, {"step": s.name, "kind": s.kind, "arm": s.arm, "task": s.task, "fingerprint": fp,
                               "deps": s.deps, "outputs": outputs, "wall_seconds": round(seconds, 3),
+                              "cpu_seconds": round(cpu, 3),
                               "attempts": attempts, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "hardware": hardware(), "summary": summary})
         log.info("%s: finished in %.1f s", s.name, seconds)

@@ -84,14 +84,37 @@ def transfer_step(ctx: StepContext) -> dict[str, Any]:
     rank = ctx.dep_summary(f"rank/{slug(c['task'])}")
     source = ctx.dep(rank["best_step"]) / "run"
     kd_lambda = c["kd_lambda"] if c["kd_lambda"] >= 0 else None
-    transfer(_prompt_options(ctx, c), source, ctx.dir / "run", mode=c["mode"], kd_lambda=kd_lambda,
-             score=rank["score"], lambda_max=c["lambda_max"], teacher_lr=c["teacher_lr"])
+    # predict_test=False: the teacher (trained inside the student's run) needs no test predictions;
+    # the student's are made below from its best/ (what is shipped is what is predicted).
+    transfer(_prompt_options(ctx, c, predict_test=False), source, ctx.dir / "run", mode=c["mode"],
+             kd_lambda=kd_lambda, score=rank["score"], lambda_max=c["lambda_max"], teacher_lr=c["teacher_lr"])
+    _predict_test(ctx, c["task"], ctx.dir / "run", c["max_length"])
     lam, origin = resolve_lambda(kd_lambda, rank["score"], c["lambda_max"])
     out = _metrics(ctx.dir / "run") | {"source": rank["best"], "source_score": rank["score"], "mode": c["mode"]}
     if c["mode"] == "kd":
         out |= {"kd_lambda": lam, "kd_lambda_origin": origin,
                 "teacher_metrics": _metrics(ctx.dir / "run" / "teacher")["metrics"]}
     return out
+
+
+def _predict_test(ctx: StepContext, task: str, run: Path, max_length: int) -> None:
+    """Leaderboard predictions of a prompt run's best model on the task's test split (if present)."""
+    from vegalm.adapt.finetune import predict_task
+    from vegalm.adapt.framing import encode
+    from vegalm.adapt.prompt_tuning import load_prompt_model
+    from vegalm.data.superglue import get_task, read_split
+    from vegalm.train import make_accelerator
+
+    data, t = Path(ctx.step.env["data"]), get_task(task)
+    if not t.split_path(data, "test").is_file():
+        return
+    model, tokenizer, _ = load_prompt_model(run / "best", task)
+    accelerator = make_accelerator(train_config({"seed": 0}, tensorboard=False), ctx.dir)
+    model.to(accelerator.device)
+    examples = read_split(task, data, "test")
+    preds = predict_task(accelerator, model, task, examples, encode(task, examples, tokenizer, max_length),
+                         tokenizer, 64)
+    write_jsonl(run / "predictions" / "test.jsonl", t.leaderboard_lines(examples, preds))
 
 
 def _load_final(step_dir: Path, kind: str):
@@ -127,7 +150,7 @@ def diagnostics_step(ctx: StepContext) -> dict[str, Any]:
             continue
         examples = read_split(diag, data, "test")
         preds = predict_task(accelerator, model, diag, examples, encode(diag, examples, tokenizer, c["max_length"]),
-                             tokenizer, 32)
+                             tokenizer, 64)
         write_jsonl(ctx.dir / f"{task.folder}.jsonl", task.leaderboard_lines(examples, preds))
         labelled = all(getattr(e, "label", None) is not None for e in examples)
         out[diag] = {"split": "diagnostic", "examples": len(examples),
