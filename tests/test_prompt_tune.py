@@ -24,31 +24,50 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cb_run(data, tmp_path_factory):
+    """A CLI prompt-tune run; the model object the recipe trained is kept (``cb_run.trained``)
+    together with a copy of its initial state, to compare weights after training."""
+    import copy
+
+    import vegalm.adapt.prompt_tuning as recipe
+
     out = tmp_path_factory.mktemp("runs") / "cb"
-    rc, _, _ = run_cli(["prompt-tune", "--task", "cb", "--out", out, *common_args(data, "2")])
-    assert rc == 0
+    built = {}
+    original = recipe.build_model
+
+    def recording_build_model(opts):
+        model, tokenizer = original(opts)
+        built["model"], built["init"] = model, copy.deepcopy(model.state_dict())
+        return model, tokenizer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(recipe, "build_model", recording_build_model)
+        rc, _, _ = run_cli(["prompt-tune", "--task", "cb", "--out", out, *common_args(data, "2")])
+    assert rc == 0 and "model" in built
+    cb_run_trained.update(built)
     return out
 
 
+cb_run_trained: dict = {}
+
+
 def test_backbone_is_bit_identical_after_prompt_tuning(cb_run):
-    # The last training checkpoint holds the whole trained module (objective.model.*): its
-    # encoder must equal the packaged bert-tiny weights bit for bit, its prompt must have moved.
-    [ckpt] = sorted((cb_run / "checkpoints").iterdir())
-    trained = load_file(str(ckpt / "model.safetensors"))
+    # The very module the CLI trained: its encoder must equal the packaged bert-tiny weights
+    # bit for bit, while the prompt and the head moved away from their initialisation.
+    trained = {k: v.detach() for k, v in cb_run_trained["model"].state_dict().items()}
+    init = cb_run_trained["init"]
     original = load_encoder("bert-tiny").state_dict()
-    enc = {k[len("model.encoder."):]: v for k, v in trained.items() if k.startswith("model.encoder.")}
+    enc = {k[len("encoder."):]: v for k, v in trained.items() if k.startswith("encoder.")}
     assert enc and set(enc) == set(original)
     for name, value in original.items():
         assert torch.equal(enc[name], value), name
-    # ... while the prompt and the head did train: rebuild their initialisation (same seed).
-    from accelerate.utils import set_seed
-
-    from vegalm.adapt.prompt_tuning import PromptOptions, build_model
-
-    set_seed(42)
-    init, _ = build_model(PromptOptions(task="cb", model="bert-tiny", data=_data_dir(cb_run)))
-    assert not torch.equal(trained["model.deep_prompt.key"], init.deep_prompt.key.detach())
-    assert not torch.equal(trained["model.head.out_proj.weight"], init.head.out_proj.weight.detach())
+    for name in ("deep_prompt.key", "deep_prompt.value", "head.dense.weight", "head.out_proj.weight"):
+        assert not torch.equal(trained[name], init[name]), name
+    # ... and best/ holds what was trained when the best epoch is the last one.
+    summary = json.loads((cb_run / "predictions" / "metrics.json").read_text())
+    saved = load_file(str(cb_run / "best" / "prompt.safetensors"))
+    if summary["best_step"] == summary["global_step"]:
+        assert torch.equal(saved["prompt.key"], trained["deep_prompt.key"])
+        assert torch.equal(saved["head.out_proj.weight"], trained["head.out_proj.weight"])
 
 
 def test_prompt_changes_the_outputs(cb_run):
