@@ -23,7 +23,7 @@ pretrain:
   questions: {batch_size: 32}
   se: {steps: 4, batch_size: 8, lr: 1.0e-4}
 finetune:
-  tasks: [wic]
+  tasks: [boolq, record, wic]
   train: {lr: 1.0e-3, batch_size: 8, max_steps: 6, eval_every: 3}
 transfer:
   tasks: [cb, rte]
@@ -62,3 +62,24 @@ def test_small_data_is_official_format(shared_data: Path, tmp_path: Path) -> Non
     assert len(read_split("cb", sg, "train")) == 48
     axg = read_split("axg", sg, "test")
     assert len(axg) == 24 and all(json.loads(x) for x in (sg / "AX-g" / "AX-g.jsonl").read_text().splitlines())
+
+
+_RUNS: dict[str, Path] = {}
+
+
+def tiny_run(shared: Path, tmp_factory: pytest.TempPathFactory, *, with_baseline: bool = True) -> tuple[Path, Path, Path]:
+    """(run dir, superglue dir, recipe file) of one uninterrupted tiny run, made once per session
+    and shared by the pipeline and report tests (a real pipeline costs about a minute)."""
+    from vegalm.pipeline import run_recipe
+    from vegalm.recipe import load_recipe
+
+    key = f"{shared}:{with_baseline}"
+    if key not in _RUNS:
+        root = tmp_factory.mktemp("tiny")
+        sg = make_small_data(shared, root / "data")
+        recipe = root / "tiny.yaml"
+        recipe.write_text(TINY_RECIPE)
+        run_recipe(load_recipe(recipe), root / "run", sg, with_baseline=with_baseline)
+        _RUNS[key] = root
+    root = _RUNS[key]
+    return root / "run", root / "data" / "superglue", root / "tiny.yaml"

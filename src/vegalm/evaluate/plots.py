@@ -62,9 +62,12 @@ def bar_chart(groups: Sequence[str], bars: dict[str, Sequence[float | None]], pa
     return _save(fig, path)
 
 
-def curves(panels: dict[str, list[Series]], path: Path, *, title: str, xlabel: str, ylabel: str,
+def curves(panels: dict[str, list[Series]], path: Path, *, title: str, xlabel: str, ylabel: str | dict[str, str],
            cols: int = 3) -> Path | None:
-    """A grid of line plots, one panel per key (a task, a pretraining stage); None if no data."""
+    """A grid of line plots, one panel per key (a task, a pretraining stage); None if no data.
+    ``ylabel`` is one label for every panel or one per panel."""
+    from matplotlib.ticker import MaxNLocator
+
     panels = {k: [s for s in v if len(s[1])] for k, v in panels.items()}
     panels = {k: v for k, v in panels.items() if v}
     if not panels:
@@ -83,16 +86,16 @@ def curves(panels: dict[str, list[Series]], path: Path, *, title: str, xlabel: s
                     color=color_of[label], label=label)
         ax.set_title(name)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(name, ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=color_of[lab], ls="--" if "baseline" in lab else "-", label=lab)
                for lab in labels]
-    fig.legend(handles=handles, loc="upper center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, 1.0),
-               frameon=False)
-    fig.suptitle(title, y=1.0 + 0.06 / rows, fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.09 / rows))
+    fig.suptitle(title, fontsize=13)
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -1,0 +1,90 @@
+"""Fault test: SIGKILL `vegalm run` at five random points (fixed seed), re-run each time; the final
+outputs equal an uninterrupted run's, and no step ever looks complete without complete outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from test_pipeline_data import tiny_run
+from vegalm.pipeline.runner import DONE, marker_ok
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+
+KILLS, SEED = 5, 20240611
+
+
+def _launch(recipe: Path, out: Path, data: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen([sys.executable, "-m", "vegalm.cli", "run", str(recipe), "--out", str(out),
+                             "--data", str(data), "--no-report"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(out.parent / "log.txt", "a"))
+
+
+def _assert_nothing_partial_looks_complete(run: Path) -> int:
+    markers = list((run / "steps").rglob(DONE)) if (run / "steps").exists() else []
+    for m in markers:
+        ok, why = marker_ok(m.parent)
+        assert ok, f"{m.parent}: completion marker but {why}"
+        assert json.loads(m.read_text())["outputs"], m
+    return len(markers)
+
+
+def _outputs(run: Path) -> dict[str, object]:
+    """What must not depend on interruptions: metrics, predictions, rankings, models, the zip."""
+    out: dict[str, object] = {}
+    steps = json.loads((run / "pipeline.json").read_text())["steps"]
+    for s in steps:
+        d = run / "steps" / s["name"]
+        summary = json.loads((d / DONE).read_text())["summary"]
+        for key in ("metrics", "teacher_metrics", "source", "kd_lambda", "ranking", "hard_fraction", "blocks",
+                    "cap_choice", "files", "placeholders", "check_ok"):
+            if key in summary:
+                out[f"{s['name']}:{key}"] = summary[key]
+        for f in sorted(d.rglob("*.jsonl")):
+            if "predictions" in f.parts or f.parent == d:
+                out[str(f.relative_to(run))] = f.read_bytes()
+    for f in ("pretrain/se/run/final/model.safetensors", "corpus/cache/tokens.bin",
+              "pretrain/questions/index/positions.bin", "finetune/wic/run/best/model.safetensors",
+              "transfer/rte/run/best/prompt.safetensors"):
+        out[f] = (run / "steps" / f).read_bytes()
+    with zipfile.ZipFile(run / "steps/submission/submission.zip") as zf:
+        out.update({f"zip:{n}": zf.read(n) for n in sorted(zf.namelist())})
+    return out
+
+
+def test_sigkill_at_random_points_then_resume(shared_data: Path, tmp_path_factory, tmp_path: Path) -> None:
+    ref_run, data, recipe = tiny_run(shared_data, tmp_path_factory)  # uninterrupted (plus a baseline arm)
+    run = tmp_path / "run"
+    rng = random.Random(SEED)
+    points = [round(rng.uniform(4.0, 40.0), 1) for _ in range(KILLS)]
+    landed = 0
+    for delay in points:
+        proc = _launch(recipe, run, data)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            landed += 1
+        _assert_nothing_partial_looks_complete(run)
+        time.sleep(0.2)
+    proc = _launch(recipe, run, data)
+    assert proc.wait(timeout=900) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    assert _assert_nothing_partial_looks_complete(run) == len(json.loads((run / "pipeline.json").read_text())["steps"])
+    assert landed >= 3, f"only {landed} of the kills at {points} s hit a running pipeline"
+    log = (tmp_path / "log.txt").read_text()
+    assert "resuming an interrupted run" in log
+    got, want = _outputs(run), _outputs(ref_run)
+    assert got.keys() <= want.keys() and len(got) > 20
+    differ = [k for k in got if got[k] != want[k]]
+    assert not differ, f"outputs differ from the uninterrupted run: {differ}"
