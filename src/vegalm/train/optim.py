@@ -27,9 +27,25 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def _fusable(groups: list[dict]) -> bool:
+    """The fused kernel takes floating tensors on CPU or CUDA (all on one kind of device)."""
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device.type for p in params}
+    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(
+        p.is_floating_point() for p in params
+    )
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused when the parameters allow it.
+
+    The fused kernel is the same update as the for-loop one (HF Trainer's default,
+    ``adamw_torch_fused``), but one kernel over all tensors: on a 2-core CPU it takes ~0.1 s per
+    step for MiniLM-L6 where the for-loop takes 1.3-2 s, as long as a forward + backward.
+    """
+    groups = param_groups(model, cfg.weight_decay)
     return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps
+        groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, fused=_fusable(groups) or None
     )
 
 
