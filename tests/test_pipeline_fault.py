@@ -41,6 +41,8 @@ def _assert_nothing_partial_looks_complete(run: Path) -> int:
 
 def _outputs(run: Path) -> dict[str, object]:
     """What must not depend on interruptions: metrics, predictions, rankings, models, the zip."""
+    from safetensors.torch import load_file
+
     out: dict[str, object] = {}
     steps = json.loads((run / "pipeline.json").read_text())["steps"]
     for s in steps:
@@ -53,13 +55,32 @@ def _outputs(run: Path) -> dict[str, object]:
         for f in sorted(d.rglob("*.jsonl")):
             if "predictions" in f.parts or f.parent == d:
                 out[str(f.relative_to(run))] = f.read_bytes()
-    for f in ("pretrain/se/run/final/model.safetensors", "corpus/cache/tokens.bin",
-              "pretrain/questions/index/positions.bin", "finetune/wic/run/best/model.safetensors",
-              "transfer/rte/run/best/prompt.safetensors"):
+    for f in ("corpus/cache/tokens.bin", "pretrain/questions/index/positions.bin"):
         out[f] = (run / "steps" / f).read_bytes()
+    for f in ("pretrain/se/run/final/model.safetensors", "finetune/wic/run/best/model.safetensors",
+              "transfer/rte/run/best/prompt.safetensors", "prompt/cb/run/best/prompt.safetensors"):
+        out[f] = {k: v.numpy() for k, v in load_file(run / "steps" / f).items()}
     with zipfile.ZipFile(run / "steps/submission/submission.zip") as zf:
         out.update({f"zip:{n}": zf.read(n) for n in sorted(zf.namelist())})
     return out
+
+
+def _same(a: object, b: object) -> bool:
+    """Exact for bytes, strings, predictions and metrics; floats from ranking scores and weights to 1e-5
+    (the in-process reference and the subprocess runs differ in the 8th digit of prompt weights)."""
+    import numpy as np
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return False
+        if all(isinstance(v, np.ndarray) for v in a.values()):
+            return all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+        return all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(a))
+    return a == b
 
 
 def test_sigkill_at_random_points_then_resume(shared_data: Path, tmp_path_factory, tmp_path: Path) -> None:
@@ -86,5 +107,7 @@ def test_sigkill_at_random_points_then_resume(shared_data: Path, tmp_path_factor
     assert "resuming an interrupted run" in log
     got, want = _outputs(run), _outputs(ref_run)
     assert got.keys() <= want.keys() and len(got) > 20
-    differ = [k for k in got if got[k] != want[k]]
+    exact = [k for k in got if k.endswith(":metrics") or k.endswith(".jsonl") or k.startswith("zip:")]
+    assert len(exact) > 15 and not [k for k in exact if got[k] != want[k]]
+    differ = [k for k in got if not _same(got[k], want[k])]
     assert not differ, f"outputs differ from the uninterrupted run: {differ}"

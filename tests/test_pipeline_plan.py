@@ -1,0 +1,88 @@
+"""Which steps a recipe makes, on a data directory of empty files (planning reads no examples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vegalm.errors import VegaError
+from vegalm.pipeline.vega import plan
+from vegalm.recipe import load_recipe
+
+
+def _data(root: Path, layout: dict[str, tuple[str, ...]]) -> Path:
+    for folder, splits in layout.items():
+        for split in splits:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / f"{split}.jsonl").write_text("")
+    return root
+
+
+FULL = {"BoolQ": ("val", "test"), "CB": ("train", "val", "test"), "COPA": ("train", "val", "test"),
+        "MultiRC": ("train", "val", "test"), "RTE": ("train", "val", "test"), "WiC": ("train", "val", "test"),
+        "WSC": ("train", "val", "test"), "AX-b": ("AX-b",), "AX-g": ("AX-g",)}
+
+
+def _recipe(tmp_path: Path, text: str, *overrides: str):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return load_recipe(p, list(overrides))
+
+
+def _names(p) -> list[str]:
+    return [s.name for s in p.steps]
+
+
+def test_full_recipe_steps_and_skips(tmp_path: Path) -> None:
+    data = _data(tmp_path / "sg", FULL)
+    r = _recipe(tmp_path, "model: minilm-l6\ntransfer:\n  candidates: [nli:mnli, cb, copa, rte, wsc, boolq]\n")
+    p = plan(r, data, with_baseline=True)
+    names = _names(p)
+    assert names[:4] == ["corpus", "pretrain/warmup", "pretrain/questions", "pretrain/se"]  # minilm: fresh head
+    assert {"finetune/boolq", "finetune/multirc", "finetune/wic"} <= set(names) and "finetune/record" not in names
+    assert "no ReCoRD/ folder" in p.skipped["record"]
+    assert "BoolQ (val split)" in p.choices["boolq"]  # no BoolQ/train.jsonl: DATA.md's fixed split
+    assert next(s for s in p.steps if s.name == "finetune/boolq").config["boolq_val_split"] is True
+    assert "no trained MLM head" in p.choices["warmup"]
+    # the NLI candidate has no nli/ folder here, BoolQ no train file: both skipped with the reason
+    assert "source nli:mnli" in p.skipped and "source boolq" in p.skipped
+    rank_cb = next(s for s in p.steps if s.name == "rank/cb")
+    assert rank_cb.config["candidates"] == ["copa", "rte", "wsc"]
+    assert {f"transfer/{t}" for t in ("cb", "copa", "rte", "wsc")} <= set(names)
+    assert next(s for s in p.steps if s.name == "diagnostics").deps == ["transfer/rte"]
+    assert [n for n in names if n.startswith("baseline/")] == [f"baseline/{t}" for t in
+                                                                ("boolq", "cb", "copa", "multirc", "rte", "wic", "wsc")]
+    base = next(s for s in p.steps if s.name == "baseline/wic").config
+    assert base["adversarial"] is None and base["model"] == "minilm-l6" and not base["predict_test"]
+    ft = next(s for s in p.steps if s.name == "finetune/wic")
+    assert ft.config["adversarial"] is not None and ft.config["model"] == "step:pretrain/se"
+
+
+def test_trained_head_no_warmup_and_pretraining_off(tmp_path: Path) -> None:
+    data = _data(tmp_path / "sg", FULL)
+    p = plan(_recipe(tmp_path, "model: bert-tiny\n"), data)
+    assert "pretrain/warmup" not in _names(p) and "ships a trained MLM head" in p.choices["warmup"]
+    p = plan(_recipe(tmp_path, "model: bert-tiny\npretrain: {enabled: false}\n"), data)
+    assert not [n for n in _names(p) if n.startswith(("corpus", "pretrain"))]
+    assert next(s for s in p.steps if s.name == "finetune/wic").config["model"] == "bert-tiny"
+
+
+def test_fingerprints_follow_the_data(tmp_path: Path) -> None:
+    from vegalm.pipeline.runner import Pipeline
+
+    data = _data(tmp_path / "sg", FULL)
+    r = _recipe(tmp_path, "model: bert-tiny\npretrain: {enabled: false}\ntransfer: {candidates: [cb, rte]}\n")
+    before = Pipeline(tmp_path / "run", plan(r, data).steps).fingerprints
+    (data / "WiC" / "test.jsonl").write_text('{"idx": 0}\n')
+    after = Pipeline(tmp_path / "run", plan(r, data).steps).fingerprints
+    assert {n for n in before if before[n] != after[n]} == {"finetune/wic", "submission"}
+
+
+def test_no_data_at_all_is_an_error(tmp_path: Path) -> None:
+    data = _data(tmp_path / "sg", {"CB": ("val",)})
+    with pytest.raises(VegaError, match="none of the recipe's tasks has data"):
+        plan(_recipe(tmp_path, "model: bert-tiny\n"), data)
+    data = _data(tmp_path / "sg2", {"CB": ("train", "val")})
+    with pytest.raises(VegaError, match="transfer to cb: no candidate source with data"):
+        plan(_recipe(tmp_path, "model: bert-tiny\nfinetune: {tasks: []}\ntransfer: {tasks: [cb]}\n"), data)
