@@ -104,3 +104,11 @@ def test_cli_reports_recipe_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert f"{p}:3: finetune.trian: unknown key (did you mean finetune.train?)" in err
     assert not (tmp_path / "run").exists()  # nothing written before the recipe is valid
+
+
+def test_task_max_length(tmp_path: Path) -> None:
+    r = load_recipe(_write(tmp_path, "max_length: 96\ntask_max_length: {BoolQ: 64, nli:mnli: 80}\n"))
+    assert (r.length_for("boolq"), r.length_for("nli:mnli"), r.length_for("wsc")) == (64, 80, 96)
+    msg = _error(_write(tmp_path, "task_max_length: {boolq: 4, nope: 64}\n"))
+    assert ":1: task_max_length.boolq: expected an integer >= 8, got 4" in msg
+    assert "task_max_length.nope: 'nope' is not a SuperGLUE task" in msg

@@ -143,6 +143,7 @@ class Recipe:
     model: str = "minilm-l6"
     seed: int = 42
     max_length: int = 128
+    task_max_length: dict[str, int] = field(default_factory=dict)  # per task (or NLI source), e.g. {boolq: 256}
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else no | no | bf16 | fp16
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
@@ -152,6 +153,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def length_for(self, task: str) -> int:
+        """Tokens per sequence for ``task``: long-passage tasks may get more than the rest."""
+        return int(self.task_max_length.get(task, self.max_length))
 
 
 CHOICES = {
@@ -313,6 +318,15 @@ def _check_recipe(r: Recipe, where: _Where, problems: list[str]) -> None:
         elif (t := task_name(c, "transfer.candidates")) is not None:
             cands.append(t)
     r.transfer.candidates = list(dict.fromkeys(cands))
+    lengths = {}
+    for name, n in r.task_max_length.items():
+        key = f"task_max_length.{name}"
+        t = str(name).strip().lower() if nli.is_source_name(str(name)) else task_name(str(name), key)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 8:
+            problems.append(f"{where(key)}: {key}: expected an integer >= 8, got {n!r}")
+        elif t:
+            lengths[t] = n
+    r.task_max_length = lengths
     cap = r.pretrain.se.cap
     if cap not in ("auto", "none"):
         try:

@@ -145,7 +145,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
         ptrain, plimits = budget_train(tr.prompt, r.seed, precision)
         for name in dict.fromkeys(cands + tt):
             add(Step(f"prompt/{A.slug(name)}", A.prompt_step,
-                     {"task": name, "model": model, "prompt_length": tr.prompt_length, "max_length": r.max_length,
+                     {"task": name, "model": model, "prompt_length": tr.prompt_length, "max_length": r.length_for(name),
                       "train": ptrain, **plimits, "files": task_files(data, name)},
                      deps=deps, env=env, outputs=["run/predictions/metrics.json", "run/best/prompt.safetensors"],
                      kind="prompt", task=name))
@@ -157,14 +157,14 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
             prompt_deps = [f"prompt/{A.slug(s)}" for s in sources]
             add(Step(f"rank/{t}", A.rank_step,
                      {"task": t, "candidates": sources, "model": model, "rank_by": tr.rank_by,
-                      "examples": tr.examples, "max_length": r.max_length, "files": task_files(data, t)},
+                      "examples": tr.examples, "max_length": r.length_for(t), "files": task_files(data, t)},
                      deps=[*deps, f"prompt/{t}", *prompt_deps], env=env, outputs=["transferability.json"],
                      kind="rank", task=t))
             strain, slimits = budget_train(budget_with(tr.student, tr.task_overrides.get(t, {})), r.seed, precision)
             has_test = get_task(t).split_path(data, "test").is_file()
             add(Step(f"transfer/{t}", A.transfer_step,
                      {"task": t, "model": model, "mode": tr.mode, "prompt_length": tr.prompt_length,
-                      "max_length": r.max_length, "train": strain, **slimits, "teacher_lr": tr.teacher_lr,
+                      "max_length": r.length_for(t), "train": strain, **slimits, "teacher_lr": tr.teacher_lr,
                       "kd_lambda": tr.kd_lambda, "lambda_max": tr.lambda_max, "files": task_files(data, t)},
                      deps=[*deps, f"rank/{t}", *prompt_deps], env=env, kind="transfer", task=t,
                      outputs=["run/predictions/metrics.json", "run/predictions/val.jsonl",
@@ -175,7 +175,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
     if "rte" in final:
         diag = [d for d in DIAGNOSTICS if get_task(d).split_path(data, "test").is_file()]
         add(Step("diagnostics", A.diagnostics_step,
-                 {"rte_step": final["rte"], "rte_kind": final["rte"].split("/")[0], "max_length": r.max_length,
+                 {"rte_step": final["rte"], "rte_kind": final["rte"].split("/")[0], "max_length": r.length_for("rte"),
                   "files": {d: task_files(data, d) for d in DIAGNOSTICS}},
                  deps=[final["rte"]], env=env, kind="diagnostics",
                  outputs=["metrics.json"] + [f"{get_task(d).folder}.jsonl" for d in diag]))
@@ -206,7 +206,7 @@ def _finetune(r: Recipe, t: str, model: str, deps: list[str], env: dict[str, Any
     has_test = predict_test and get_task(t).split_path(data, "test").is_file()
     outputs = ["run/predictions/metrics.json", "run/predictions/val.jsonl", "run/best"]
     return Step(f"{'finetune' if arm == 'vega' else 'baseline'}/{t}", A.finetune_step,
-                {"task": t, "model": model, "max_length": r.max_length, "dropout": r.finetune.dropout,
+                {"task": t, "model": model, "max_length": r.length_for(t), "dropout": r.finetune.dropout,
                  "boolq_val_split": val_split, "adversarial": adv, "train": train, **limits,
                  "predict_test": predict_test, "files": task_files(data, t)},
                 deps=deps, env=env, kind="finetune", arm=arm, task=t,
