@@ -1,0 +1,315 @@
+"""The SuperGLUE dev-set table of one backbone: fine-tuned vs the majority class, mean ± std over seeds.
+
+    .venv/bin/python bench/superglue_dev.py --budget cpu                 # minilm-l6, seeds 1,2,3
+    .venv/bin/python bench/superglue_dev.py --budget tiny --seeds 1      # checks the pipeline (minutes)
+    .venv/bin/python bench/superglue_dev.py --model mpnet-base --budget gpu --mixed-precision bf16 \
+        --out bench/results/superglue_dev_mpnet_gpu.json
+
+Cost: --budget cpu with minilm-l6 and three seeds is sized for about 35 minutes on 2 free CPU cores:
+a fit of CPU time (all threads) on measured runs of every task (48 examples, this budget's lengths and
+epochs; cpu-s = 3.6e-4 x (3 x train tokens x epochs + eval tokens x (epochs + 1)) + 10 per evaluation
+and checkpoint) predicts about 63 CPU-minutes, i.e. 32-37 minutes of wall time when two threads run at
+1.7-2x one; on a machine shared with other jobs it takes longer. Each evaluation set is passed over at
+every epoch end and once more by the best model. --budget gpu trains on everything (minutes per task).
+
+Per task and seed, one `vegalm finetune` run (vegalm.adapt.finetune) in --work, scored on val with
+the best checkpoint and the official metrics; AX-b and AX-g are predicted by each seed's RTE model
+(vegalm.adapt.superglue.predict_diagnostics) and scored (their files are labelled). Evaluation sets:
+
+- CB, COPA, MultiRC, RTE, WiC, WSC: the official dev (val) split, unless a budget caps it (the
+  table says "first N of val"; a cap makes it not the dev score either).
+- BoolQ: DATA.md's fixed split of val (shuffled with seed 0: 2,270 train, 1,000 evaluate), labelled
+  "BoolQ (val split)": never a dev score.
+- ReCoRD: FewGLUE's 32-shot sets (train.jsonl -> train, dev32.jsonl -> val, through symlinks in
+  --work), labelled "ReCoRD (FewGLUE 32-shot)": never a dev score.
+
+The majority row predicts the most frequent gold value of the task's *full* training split (COPA:
+the choice index; MultiRC: the option label; BoolQ: of its 2,270 training examples; AX-b/AX-g: of
+RTE train) for every evaluated example, scored with the same official metrics. ReCoRD has no label
+to take a majority of (its answers are entities of each passage), so it has no majority row.
+"Beats majority" compares the task's SuperGLUE number (AX-b: MCC; AX-g: accuracy, since a constant
+predictor has gender parity 100). Where it does not, the JSON carries an empty "note" that the user
+fills; notes are kept when the table is rewritten. The SuperGLUE average is not shown (tasks are
+missing or on other sets); a partial average over the official-dev tasks is, labelled as such.
+
+Runs live in --work (default runs/bench-superglue-dev, git-ignored), one folder per model and
+budget; finished runs are skipped and an interrupted run resumes, so the benchmark can be stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+RESULTS = REPO / "bench" / "results"
+TASKS = ("cb", "copa", "multirc", "rte", "wic", "wsc", "boolq", "record")
+LONG = ("boolq", "multirc", "record")  # passages: long_length; the rest short_length
+DEV = ("cb", "copa", "multirc", "rte", "wic", "wsc")  # on the official dev split: the partial average
+LABELS = {"boolq": "BoolQ (val split)", "record": "ReCoRD (FewGLUE 32-shot)", "axb": "AX-b (RTE model)",
+          "axg": "AX-g (RTE model)"}
+log = logging.getLogger("bench.superglue_dev")
+
+# Training sizes: CB 250, COPA 400, MultiRC 27,243 options (456 passages), RTE 2,490, WiC 5,428,
+# WSC 554, BoolQ (val split) 2,270, ReCoRD 32 queries (~15 candidates each). max_train / max_eval
+# map a task to its first N examples (absent: all); epochs maps a task to its own epoch count; accum
+# maps a task to (micro-batch, accumulation) with the same effective batch: ReCoRD scores ~12 (up to
+# 25) candidates per query, so 16 queries x 256 tokens went past 20 GB of activations on CPU.
+BUDGETS = {
+    "tiny": dict(epochs={}, default_epochs=1, batch_size=8, accum={"record": (2, 4)}, lr=5e-5,
+                 short_length=64, long_length=128, max_train={t: 16 for t in TASKS}, max_eval={t: 16 for t in TASKS}),
+    # cpu, measured (CPU seconds per seed, minilm-l6): CB 105, COPA 85, MultiRC 333, RTE 204, WiC 69,
+    # WSC 64, BoolQ 199, ReCoRD 180, AX 20; about 63 CPU-minutes for three seeds (see the docstring).
+    "cpu": dict(epochs={"cb": 3, "copa": 3, "wsc": 2}, default_epochs=1, batch_size=16, accum={"record": (2, 8)},
+                lr=5e-5, short_length=128, long_length=256,
+                max_train={"multirc": 800, "wic": 2000, "boolq": 600}, max_eval={"multirc": 600}),
+    "gpu": dict(epochs={"cb": 10, "copa": 10, "wsc": 10, "record": 10}, default_epochs=3, batch_size=16,
+                accum={"record": (2, 8)}, lr=2e-5, short_length=128, long_length=384, max_train={}, max_eval={}),
+}
+
+
+def default_data() -> Path:
+    return Path(os.environ.get("VEGALM_SHARED_DATA", REPO.parent / "shared" / "data")) / "superglue"
+
+
+def slug(model: str, budget: str) -> str:
+    name = {"minilm-l6": "minilm", "mpnet-base": "mpnet"}.get(model) or re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")
+    return name + ("_gpu" if budget == "gpu" else "")
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def record_dir(work: Path, fewglue: Path) -> Path:
+    """A SuperGLUE-layout view of FewGLUE's ReCoRD (train, dev32 as val) made of symlinks in --work."""
+    src = fewglue / "ReCoRD"
+    for name in ("train.jsonl", "dev32.jsonl"):
+        if not (src / name).is_file():
+            raise SystemExit(f"{src / name}: not found (ReCoRD is only available as FewGLUE's 32-shot sets)")
+    root = work / "record-fewglue"
+    (root / "ReCoRD").mkdir(parents=True, exist_ok=True)
+    for link, target in (("train.jsonl", "train.jsonl"), ("val.jsonl", "dev32.jsonl")):
+        path = root / "ReCoRD" / link
+        if not path.is_symlink():
+            path.symlink_to((src / target).resolve())
+    return root
+
+
+def stats(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minilm-l6", help="packaged name, local folder or cached hub id")
+    ap.add_argument("--data", type=Path, default=default_data(),
+                    help="SuperGLUE folder (FewGLUE is read from fewglue/ beside it; see --fewglue)")
+    ap.add_argument("--fewglue", type=Path, default=None, help="FewGLUE folder (default: DATA/../fewglue)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated; AX-b/AX-g come with rte")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
+    ap.add_argument("--max-train", type=int, default=None, help="override: first N training examples of every task")
+    ap.add_argument("--max-eval", type=int, default=None, help="override: first N eval examples of every task")
+    ap.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="bf16 on GPUs")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-superglue-dev")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results JSON (.md beside it); default bench/results/superglue_dev_<model>.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+
+    from vegalm.adapt.finetune import FinetuneOptions, finetune, load_task_data, score
+    from vegalm.adapt.superglue import predict_diagnostics
+    from vegalm.data.superglue import DIAGNOSTICS, FOLDERS, canonical_task, read_split
+    from vegalm.evaluate.scoring import gold_value
+    from vegalm.io import write_json, write_text
+    from vegalm.train import TrainConfig
+
+    budget = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BUDGETS[args.budget].items()}
+    for key, n in (("max_train", args.max_train), ("max_eval", args.max_eval)):
+        if n is not None:  # recorded in the report's budget, so the table says what was run
+            budget[key] = {t: n for t in TASKS}
+    tasks = [canonical_task(t) for t in args.tasks.split(",") if t.strip()]
+    if bad := [t for t in tasks if t not in TASKS]:
+        raise SystemExit(f"--tasks: {', '.join(bad)} not benchmarked here (choose from {', '.join(TASKS)})")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    out = args.out or RESULTS / f"superglue_dev_{slug(args.model, args.budget)}.json"
+    work = args.work / f"{slug(args.model, args.budget)}-{args.budget}"
+    fewglue = args.fewglue or args.data.parent / "fewglue"
+    t_start = time.perf_counter()
+
+    def opts(task: str, seed: int) -> FinetuneOptions:
+        batch, accum = budget["accum"].get(task, (budget["batch_size"], 1))
+        train = TrainConfig(lr=budget["lr"], batch_size=batch, grad_accum=accum, seed=seed,
+                            epochs=budget["epochs"].get(task, budget["default_epochs"]),
+                            mixed_precision=args.mixed_precision, progress=False, tensorboard=False, log_every=50)
+        data = record_dir(work, fewglue) if task == "record" else args.data
+        return FinetuneOptions(task=task, model=args.model, data=str(data),
+                               max_length=budget["long_length" if task in LONG else "short_length"],
+                               max_train_examples=budget["max_train"].get(task, 0),
+                               max_eval_examples=budget["max_eval"].get(task, 0),
+                               boolq_val_split=task == "boolq", predict_test=False, train=train)
+
+    runs: dict[str, list[dict]] = {t: [] for t in [*tasks, *(DIAGNOSTICS if "rte" in tasks else ())]}
+    walls: dict[str, list[dict]] = {t: [] for t in tasks}
+    for seed in seeds:
+        for task in tasks:
+            run = work / task / f"seed-{seed}"
+            done = run / "predictions" / "metrics.json"
+            if not done.is_file():
+                log.info("%s seed %d -> %s", task, seed, run)
+                t0, c0 = time.perf_counter(), time.process_time()
+                summary = finetune(opts(task, seed), run)
+                # CPU seconds (all threads) beside wall time: on a shared machine wall time overstates the cost
+                write_json(run / "bench_wall.json", {"wall_s": time.perf_counter() - t0,
+                                                     "cpu_s": time.process_time() - c0})
+                log.info("%s seed %d: %s (%.0f s)", task, seed, _show(summary["metrics"]), time.perf_counter() - t0)
+                shutil.rmtree(run / "checkpoints", ignore_errors=True)
+            runs[task].append(json.loads(done.read_text()))
+            wall = run / "bench_wall.json"
+            walls[task].append(json.loads(wall.read_text()) if wall.is_file() else {})
+            if task == "rte":  # AX-b/AX-g through this seed's RTE model, before its best/ is freed
+                diag = run / "diagnostics.json"
+                if not diag.is_file():
+                    t0 = time.perf_counter()
+                    write_json(diag, predict_diagnostics(opts("rte", seed), run, args.data, run / "ax"))
+                    log.info("AX-b/AX-g seed %d (%.0f s)", seed, time.perf_counter() - t0)
+                for d, r in json.loads(diag.read_text()).items():
+                    runs[d].append({"task": d, "split": "diagnostic", **r})
+            shutil.rmtree(run / "best", ignore_errors=True)
+
+    # the majority row: most frequent gold value of the full training split, on the same eval examples
+    majority = {}
+    for task in tasks:
+        if task == "record":
+            continue
+        o = opts(task, seeds[0])
+        o.max_train_examples = 0
+        data = load_task_data(o)
+        value, _ = Counter(gold_value(task, ex) for ex in data.train).most_common(1)[0]
+        majority[task] = {"predicts": value, "metrics": score(task, data.val, {ex.key: value for ex in data.val})}
+        if task == "rte":
+            for d in DIAGNOSTICS:
+                exs = read_split(d, args.data, "test")
+                majority[d] = {"predicts": value, "metrics": score(d, exs, {ex.key: value for ex in exs})}
+
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    report = {"model": args.model, "budget_name": args.budget, "budget": budget, "seeds": seeds,
+              "mixed_precision": args.mixed_precision, "machine": machine(),
+              "command": " ".join([".venv/bin/python", "bench/superglue_dev.py", *sys.argv[1:]]),
+              "wall_s_this_invocation": time.perf_counter() - t_start,
+              "tasks": {}}
+    for task, rs in runs.items():
+        names = list(rs[0]["metrics"])
+        row = {"label": LABELS.get(task, FOLDERS[task]),
+               "eval_set": _eval_set(task, rs[0], budget), "examples": rs[0].get("examples"),
+               "metrics": {m: stats([r["metrics"][m] for r in rs]) for m in names},
+               "runs": [r["metrics"] for r in rs], "majority": majority.get(task)}
+        if task in walls:
+            row["seconds_per_seed"] = walls[task]  # wall_s and cpu_s of each seed's fine-tuning run
+        key = {"axb": "mcc", "axg": "accuracy"}.get(task, "score")
+        if row["majority"] is not None:
+            row["compared_on"] = key
+            row["beats_majority"] = row["metrics"][key]["mean"] > row["majority"]["metrics"][key]
+            if not row["beats_majority"]:
+                row["note"] = previous.get("tasks", {}).get(task, {}).get("note", "")
+        report["tasks"][task] = row
+    dev = [t for t in DEV if t in report["tasks"] and not budget["max_eval"].get(t)]
+    report["partial_average"] = {
+        "tasks": dev,
+        "model": statistics.fmean(report["tasks"][t]["metrics"]["score"]["mean"] for t in dev) if dev else None,
+        "majority": statistics.fmean(majority[t]["metrics"]["score"] for t in dev) if dev else None}
+    write_json(out, report)
+    write_text(out.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    return 0
+
+
+def _show(metrics: dict) -> str:
+    return " ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+
+
+def _total(rep: dict, key: str) -> float:
+    return sum(s.get(key, 0.0) for row in rep["tasks"].values() for s in row.get("seconds_per_seed", []))
+
+
+def _eval_set(task: str, run: dict, budget: dict) -> str:
+    if task in ("axb", "axg"):
+        return "diagnostic (all, labelled)"
+    cap = budget["max_eval"].get(task)
+    if task == "boolq":
+        return "val split (1,000 of val, seed 0)" + (f", first {cap}" if cap else "")
+    if task == "record":
+        return "FewGLUE dev32" + (f", first {cap}" if cap else "")
+    return f"first {cap} of val (not the full dev set)" if cap else "val (official dev)"
+
+
+def markdown(rep: dict) -> str:
+    b = rep["budget"]
+    epochs = ", ".join(f"{t} {e}" for t, e in b["epochs"].items())
+    caps = ", ".join(f"{t} {n}" for t, n in b["max_train"].items())
+    lines = [f"# SuperGLUE dev table: {rep['model']}", "",
+             f"Budget `{rep['budget_name']}`: {b['default_epochs']} epoch(s){f' ({epochs})' if epochs else ''}, "
+             f"lr {b['lr']}, batch {b['batch_size']}"
+             + "".join(f" ({t}: {m} x {a} accumulation)" for t, (m, a) in b["accum"].items())
+             + f", max length {b['short_length']} (passages: BoolQ, MultiRC, "
+             f"ReCoRD {b['long_length']}), training examples capped at the first N: {caps or 'none'}; "
+             f"mixed precision {rep['mixed_precision']}. Seeds {', '.join(map(str, rep['seeds']))}; "
+             "mean ± sample std over seeds, best checkpoint on the evaluation set, official metrics in percent.", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in rep["machine"].items())
+             + f". Wall time of the invocation that wrote this: {rep['wall_s_this_invocation'] / 60:.1f} min; "
+             f"fine-tuning runs, summed over all invocations: {_total(rep, 'wall_s') / 60:.1f} min wall, "
+             f"{_total(rep, 'cpu_s') / 60:.1f} min CPU (all threads).", "",
+             "| task | evaluated on | n | fine-tuned (mean ± std) | majority class | beats majority |",
+             "|---|---|---|---|---|---|"]
+    for row in rep["tasks"].values():
+        model = ", ".join(f"{m} {s['mean']:.2f} ± {s['std']:.2f}" for m, s in row["metrics"].items())
+        maj = row["majority"]
+        majority = "n/a (no label to take a majority of)" if maj is None else \
+            ", ".join(f"{m} {v:.2f}" for m, v in maj["metrics"].items()) + f" (predicts {json.dumps(maj['predicts'])})"
+        if maj is None:
+            beats = "n/a"
+        elif row["beats_majority"]:
+            beats = f"yes ({row['compared_on']})"
+        else:
+            beats = f"**no** ({row['compared_on']}); note: {row['note'] or '(to fill in: why)'}"
+        lines.append(f"| {row['label']} | {row['eval_set']} | {row['examples']} | {model} | {majority} | {beats} |")
+    avg = rep["partial_average"]
+    lines += [""]
+    if not avg["tasks"]:
+        lines.append("No partial average: every official-dev task's val set is capped by this budget.")
+    else:
+        lines.append(f"**Partial average over {', '.join(rep['tasks'][t]['label'] for t in avg['tasks'])} "
+                     f"(official dev splits only): {avg['model']:.2f}** (majority class: {avg['majority']:.2f}). "
+                     "Not the SuperGLUE score: BoolQ and ReCoRD are not on their dev sets here and are left out.")
+    lines += ["", "BoolQ (val split) and ReCoRD (FewGLUE 32-shot) are not dev scores: BoolQ trains on (at most) "
+              "2,270 and evaluates on (at most) 1,000 examples of its val file (DATA.md's fixed split); ReCoRD "
+              "trains on 32 and evaluates on 32 FewGLUE queries (or fewer, as capped above). `score` is the "
+              "task's SuperGLUE number (mean of its metrics).", "",
+              f"Command: `{rep['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
