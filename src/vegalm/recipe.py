@@ -11,14 +11,13 @@ line go through the same checks (``override finetune.train.lr=x: ...``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vegalm.config import Where, apply_override, build, read_yaml
 from vegalm.errors import VegaError
 
 # ---------------------------------------------------------------- the schema
@@ -174,102 +173,10 @@ NON_NEGATIVE = {"epochs", "max_steps", "steps", "eval_every", "early_stopping", 
                 "lambda_max", "top_up", "seed", "max_length", "cap_above", "warmup_ratio"}
 
 
-# ---------------------------------------------------------------- loading
+# ---------------------------------------------------------------- checking
 
 
-class _Where:
-    """Where each dotted key was written: ``file:line`` or ``override key=value``."""
-
-    def __init__(self, source: str) -> None:
-        self.source, self.at = source, {}
-
-    def __call__(self, key: str) -> str:
-        while key and key not in self.at:
-            key = key.rpartition(".")[0]
-        return self.at.get(key, self.source)
-
-
-def _walk(node: yaml.Node, prefix: str, where: _Where, problems: list[str]) -> None:
-    if not isinstance(node, yaml.MappingNode):
-        return
-    seen: set[str] = set()
-    for key_node, value_node in node.value:
-        key = f"{prefix}{key_node.value}"
-        here = f"{where.source}:{key_node.start_mark.line + 1}"
-        if key in seen:
-            problems.append(f"{here}: {key}: duplicate key")
-        seen.add(key)
-        where.at[key] = here
-        _walk(value_node, key + ".", where, problems)
-
-
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` as type ``tp``, or raise ValueError with what was expected."""
-    origin = typing.get_origin(tp)
-    if origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
-            raise ValueError(f"expected a list of names, got {value!r}")
-        return [str(v) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a mapping, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, dict | list) or value is None:
-            raise ValueError(f"expected a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"{key}: unsupported field type {tp}")
-
-
-def _build(cls: type, data: Any, base: Any, prefix: str, where: _Where, problems: list[str]) -> Any:
-    """A ``cls`` instance: ``base`` with the keys of ``data`` replaced (nested dataclasses recursively)."""
-    if not isinstance(data, dict):
-        problems.append(f"{where(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'the recipe'}: expected a mapping "
-                        f"of keys, got {data!r}")
-        return base
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = {n: getattr(base, n) for n in names}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
-            problems.append(f"{where(full)}: {full}: unknown key{hint}")
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            values[key] = _build(tp, value, values[key], full + ".", where, problems)
-            continue
-        try:
-            values[key] = _coerce(value, tp, full)
-        except ValueError as e:
-            problems.append(f"{where(full)}: {full}: {e}")
-    return cls(**values)
-
-
-def _check_values(obj: Any, prefix: str, where: _Where, problems: list[str]) -> None:
+def _check_values(obj: Any, prefix: str, where: Where, problems: list[str]) -> None:
     """Ranges and choices of every scalar field (generic part of the validation)."""
     for f in dataclasses.fields(obj):
         value, key = getattr(obj, f.name), f"{prefix}{f.name}"
@@ -285,7 +192,7 @@ def _check_values(obj: Any, prefix: str, where: _Where, problems: list[str]) -> 
                 problems.append(f"{where(key)}: {key}: must be >= 0 (got {value})")
 
 
-def _check_recipe(r: Recipe, where: _Where, problems: list[str]) -> None:
+def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
     """What depends on the package: task and source names, task lists, budget overrides."""
     from vegalm.data import nli
     from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, canonical_task
@@ -347,15 +254,15 @@ def _check_recipe(r: Recipe, where: _Where, problems: list[str]) -> None:
             if not isinstance(over, dict):
                 problems.append(f"{where(k)}: {k}: expected a mapping of training keys")
                 continue
-            _build(Budget, over, Budget(), k + ".", where, problems)
+            build(Budget, over, Budget(), k + ".", where, problems)
 
 
-def parse_recipe(data: Any, where: _Where, overrides: list[str] = ()) -> Recipe:
+def parse_recipe(data: Any, where: Where, overrides: list[str] = ()) -> Recipe:
     problems: list[str] = []
     data = {} if data is None else data
     for item in overrides:
-        _apply_override(data, item, where, problems)
-    recipe = _build(Recipe, data, Recipe(), "", where, problems)
+        apply_override(data, item, where, problems)
+    recipe = build(Recipe, data, Recipe(), "", where, problems)
     _check_values(recipe, "", where, problems)  # fields that failed above kept their defaults
     _check_recipe(recipe, where, problems)
     if problems:
@@ -363,54 +270,15 @@ def parse_recipe(data: Any, where: _Where, overrides: list[str] = ()) -> Recipe:
     return recipe
 
 
-def _apply_override(data: dict, item: str, where: _Where, problems: list[str]) -> None:
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        problems.append(f"override {item!r}: expected KEY=VALUE (e.g. finetune.train.lr=3e-5)")
-        return
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        problems.append(f"override {item!r}: unreadable value ({e})")
-        return
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            problems.append(f"override {item!r}: {part} is not a section")
-            return
-    node[parts[-1]] = value
-    where.at[key] = f"override {item}"
-
-
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, check and resolve a recipe file (plus ``key=value`` overrides)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VegaError(f"{path}: cannot read the recipe ({e.strerror})") from None
-    where = _Where(str(path))
-    problems: list[str] = []
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise VegaError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
-    if node is not None:
-        _walk(node, "", where, problems)
-    if problems:
-        raise VegaError("invalid recipe:\n  " + "\n  ".join(problems))
+    data, where = read_yaml(path, "recipe")
     return parse_recipe(data, where, list(overrides))
 
 
 def budget_with(base: Budget, over: dict[str, Any]) -> Budget:
     """``base`` with some keys replaced (task overrides, baseline); keys were checked on load."""
-    return _build(Budget, over, base, "", _Where("override"), [])
+    return build(Budget, over, base, "", Where("override"), [])
 
 
 def dump_recipe(recipe: Recipe) -> str:
