@@ -67,7 +67,8 @@ def test_numbers_are_the_runs_metrics(report) -> None:
     assert f"| {stats['hard_fraction']:.1%} |" in md
     # steps: wall time from each completion marker
     marker = json.loads((run / "steps/pretrain/se/STEP_DONE.json").read_text())
-    assert re.search(rf"\| pretrain/se \| \w+ \| {marker['wall_seconds']:.1f} \| 1 \| {re.escape(marker['hardware']['host'])} \|", md)
+    assert re.search(rf"\| pretrain/se \| \w+ \| {marker['wall_seconds']:.1f} \| {marker['cpu_seconds']:.0f} \| 1 \| "
+                     rf"{re.escape(marker['hardware']['host'])} \|", md)
 
 
 def test_html_is_self_contained_with_legible_figures(report) -> None:

@@ -88,10 +88,13 @@ def curves(panels: dict[str, list[Series]], path: Path, *, title: str, xlabel: s
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel if isinstance(ylabel, str) else ylabel.get(name, ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        xs_all = [x for _, xs, _ in series for x in xs]
+        if min(xs_all) == max(xs_all):  # one evaluation: a readable axis around it
+            ax.set_xlim(min(xs_all) - 1, max(xs_all) + 1)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=color_of[lab], ls="--" if "baseline" in lab else "-", label=lab)
+    handles = [plt.Line2D([], [], color=color_of[lab], ls="--" if "baseline" in lab else "-", marker="o", ms=4, label=lab)
                for lab in labels]
     fig.suptitle(title, fontsize=13)
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(labels)), frameon=False)

@@ -244,13 +244,15 @@ def _steps_section(runs, labels) -> list[Block]:
             hw = s.get("hardware", {})
             total += s.get("wall_seconds", 0.0)
             rows.append([s["name"], s["status"] if s["done"] else "not finished",
-                         f"{s['wall_seconds']:.1f}" if "wall_seconds" in s else "", s.get("attempts", ""),
+                         f"{s['wall_seconds']:.1f}" if "wall_seconds" in s else "",
+                         f"{s['cpu_seconds']:.0f}" if s.get("cpu_seconds") is not None else "", s.get("attempts", ""),
                          hw.get("host", ""), f"{hw.get('cpu', '')} ({hw.get('cpu_cores', '?')} cores)" if hw else "",
                          ", ".join(hw.get("gpus", [])) or ("none" if hw else ""), hw.get("torch", "")])
         blocks += [("h", 3, f"{label}: {total / 60:.1f} min of step time"),
-                   ("table", ["step", "status", "wall s", "attempts", "host", "CPU", "GPU", "torch"], rows),
-                   ("p", "Wall time of the attempt that finished the step (an interrupted step resumes from its "
-                         "checkpoints; `attempts` counts the runs it took).")]
+                   ("table", ["step", "status", "wall s", "CPU s", "attempts", "host", "CPU", "GPU", "torch"], rows),
+                   ("p", "Wall and CPU time (all threads of the process) of the attempt that finished the step (an "
+                         "interrupted step resumes from its checkpoints; `attempts` counts the runs it took). CPU time "
+                         "much below 2 x wall time on a 2-core machine means the machine was shared.")]
     return blocks
 
 

@@ -71,6 +71,7 @@ def _step_row(s: dict[str, Any], marker: dict[str, Any] | None) -> dict[str, Any
     row = {"name": s["name"], "kind": s["kind"], "arm": s["arm"], "status": s.get("status", "pending"),
            "done": marker is not None}
     if marker:
-        row |= {"wall_seconds": marker["wall_seconds"], "attempts": marker["attempts"],
+        row |= {"wall_seconds": marker["wall_seconds"], "cpu_seconds": marker.get("cpu_seconds"),
+                "attempts": marker["attempts"],
                 "finished_at": marker["finished_at"], "hardware": marker["hardware"]}
     return row
