@@ -160,6 +160,34 @@ def test_training_learns_and_keeps_best(tmp_path):
     assert again.history == result.history and again.best_metric == result.best_metric
 
 
+def test_train_metrics_file_averages_each_log_window(tmp_path):
+    losses, widths = [], []
+
+    def logged_loss(model, batch):
+        loss, _ = toy_loss(model, batch)
+        losses.append(loss.item())
+        widths.append(batch["ids"].shape[1])
+        return loss, {"width": float(batch["ids"].shape[1])}
+
+    def with_mask(feats):  # the Hugging Face convention the engine counts tokens by
+        batch = collate(feats)
+        return {**batch, "attention_mask": batch["mask"].long()}
+
+    torch.manual_seed(0)
+    engine = Engine(cfg(epochs=1, log_every=3), Toy(), toy_data(), collate_fn=with_mask, loss_fn=logged_loss,
+                    out_dir=tmp_path / "r")
+    engine.train()  # 40 examples / 4 = 10 steps: log steps 3, 6, 9
+    lines = [json.loads(x) for x in (tmp_path / "r" / "train_metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [3, 6, 9]
+    for i, rec in enumerate(lines):
+        assert list(rec)[:4] == ["step", "epoch", "loss", "lr"]
+        assert rec["epoch"] == pytest.approx(rec["step"] / 10)
+        assert rec["loss"] == pytest.approx(sum(losses[3 * i : 3 * i + 3]) / 3)
+        assert rec["width"] == pytest.approx(sum(widths[3 * i : 3 * i + 3]) / 3)
+        assert rec["examples_per_s"] > 0 and rec["tokens_per_s"] > rec["examples_per_s"]  # >= 2 tokens each
+    assert lines[-1]["lr"] == pytest.approx(1e-2 * (10 - 9) / 10)  # after step 9 of a linear decay
+
+
 def test_early_stopping(tmp_path):
     calls = []
 

@@ -37,7 +37,9 @@ def collate(fs):
     return {"ids": ids, "mask": (ids != 0).float(), "labels": torch.tensor([f["label"] for f in fs])}
 
 def loss_fn(model, batch):
-    return torch.nn.functional.cross_entropy(model(batch), batch["labels"]), {}
+    logits = model(batch)
+    right = (logits.argmax(-1) == batch["labels"]).float().mean().item()
+    return torch.nn.functional.cross_entropy(logits, batch["labels"]), {"train_acc": right}
 
 def eval_fn(model):
     b = collate(data)
@@ -46,8 +48,10 @@ def eval_fn(model):
 
 torch.manual_seed(1)
 model = Toy()
+# log_every=5 does not divide the checkpoint steps: a resumed log window must include steps
+# from before the kill (restored from the checkpoint) to average as the uninterrupted run does.
 cfg = TrainConfig(lr=5e-2, batch_size=4, grad_accum=2, epochs=3, eval_every=3, save_every=2, seed=7,
-                  tensorboard=False, progress=False)
+                  log_every=5, tensorboard=False, progress=False)
 engine = Engine(cfg, model, data, collate_fn=collate, loss_fn=loss_fn, out_dir=sys.argv[1],
                 lengths=[len(d["ids"]) for d in data], eval_fn=eval_fn)
 r = engine.train()
@@ -70,10 +74,16 @@ def _final(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _train_metrics(out):
+    """train_metrics.jsonl without the wall-clock throughput fields (they never match)."""
+    rows = [json.loads(x) for x in (out / "train_metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rows]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
-    return _final(_run(tmp, tmp / "run"))
+    return {**_final(_run(tmp, tmp / "run")), "train_metrics": _train_metrics(tmp / "run")}
 
 
 @pytest.mark.parametrize(
@@ -95,3 +105,6 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, reference, kill):
     assert resumed["weights"] == pytest.approx(reference["weights"], abs=1e-6)
     history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert history == reference["history"]  # no duplicated evaluation lines after the replay
+    assert [r["step"] for r in reference["train_metrics"]] == [5, 10]
+    assert {"loss", "lr", "epoch", "train_acc"} <= set(reference["train_metrics"][0])
+    assert _train_metrics(out) == reference["train_metrics"]  # replayed steps not logged twice, same windows

@@ -31,7 +31,7 @@ from vegalm.adapt.saved import load_task_model, read_task_info, save_task_model
 from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, canonical_task, get_task, read_split
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl, write_text
-from vegalm.train import Engine, TrainConfig, predict
+from vegalm.train import Engine, TrainConfig, predict, sub_state_dict
 from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir, process_state
 
 log = logging.getLogger("vegalm.finetune")
@@ -221,7 +221,8 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
             out_dir=out,
             lengths=[f.length * f.num_sequences for f in feats["train"]],
             eval_fn=eval_fn,
-            save_model_fn=lambda objective, d: save_task_model(objective.model, tokenizer, d, info),
+            save_model_fn=lambda objective, d, state_dict=None: save_task_model(
+                objective.model, tokenizer, d, info, state_dict=sub_state_dict(state_dict, "model.")),
         )
         result = engine.train()
         return _final_predictions(engine.accelerator, out, name, data, feats, eval_bs, result)

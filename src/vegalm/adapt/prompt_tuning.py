@@ -36,9 +36,11 @@ from accelerate.utils import set_seed
 from vegalm.adapt.adversarial import AdversarialConfig, Objective
 from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score
 from vegalm.adapt.prompts import (
+    PROMPT_ATTR,
     DeepPrompt,
     attach_prompt,
     backbone_fingerprint,
+    find_backbone,
     freeze_backbone,
     load_prompt,
     read_prompt_meta,
@@ -48,7 +50,7 @@ from vegalm.data import nli
 from vegalm.data.superglue import DIAGNOSTICS, canonical_task, get_task
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl
-from vegalm.train import Engine, TrainConfig
+from vegalm.train import Engine, TrainConfig, sub_state_dict
 from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
 
 log = logging.getLogger("vegalm.prompt_tuning")
@@ -163,14 +165,32 @@ def build_model(opts: PromptOptions):
     return model, tokenizer
 
 
-def save_prompt_model(model, tokenizer, directory: Path, meta: dict[str, Any]) -> None:
-    """best/: the prompt + head file; with a tuned backbone also the encoder and tokenizer."""
+def save_prompt_model(model, tokenizer, directory: Path, meta: dict[str, Any],
+                      state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """best/: the prompt + head file; with a tuned backbone also the encoder and tokenizer.
+
+    ``state_dict`` (keyed like ``model``), when given, holds the weights to write instead of the
+    module's own (the engine's gathered state dict under FSDP/ZeRO-3, where the module has shards)."""
     if meta.get("model_tuning"):
         from vegalm.adapt.saved import save_task_model
 
-        save_task_model(model, tokenizer, directory, {"backbone": meta["model"], "prompt_file": PROMPT_FILE})
-    head = {k: v for k, v in model.head.state_dict().items()}
-    save_prompt(directory / PROMPT_FILE, model.deep_prompt, head, {**meta, "backbone": backbone_fingerprint(model)})
+        save_task_model(model, tokenizer, directory, {"backbone": meta["model"], "prompt_file": PROMPT_FILE},
+                        state_dict=state_dict)
+    if state_dict is None:
+        head, prompt_state, embedding = model.head.state_dict(), None, None
+    else:
+        head, prompt_state = sub_state_dict(state_dict, "head."), sub_state_dict(state_dict, f"{PROMPT_ATTR}.")
+        embedding = state_dict[_embedding_key(model)]
+    fingerprint = backbone_fingerprint(model, embedding=embedding)
+    save_prompt(directory / PROMPT_FILE, model.deep_prompt, head, {**meta, "backbone": fingerprint},
+                prompt_state=prompt_state)
+
+
+def _embedding_key(model: torch.nn.Module) -> str:
+    """State-dict key of the backbone's word embeddings inside ``model``."""
+    embeddings = find_backbone(model).get_input_embeddings()
+    name = next(n for n, m in model.named_modules() if m is embeddings)
+    return name.replace("_fsdp_wrapped_module.", "") + ".weight"  # FSDP-1 wrappers are not in the keys
 
 
 def prompt_file(run: str | Path) -> Path:
@@ -285,7 +305,8 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
             out_dir=out,
             lengths=[f.length * f.num_sequences for f in feats["train"]],
             eval_fn=eval_fn,
-            save_model_fn=lambda obj, d: save_prompt_model(obj.model, tokenizer, d, meta),
+            save_model_fn=lambda obj, d, state_dict=None: save_prompt_model(
+                obj.model, tokenizer, d, meta, state_dict=sub_state_dict(state_dict, "model.")),
         )
         result = engine.train()
         return _final_predictions(engine.accelerator, out, opts, data, feats, eval_bs, result, params)

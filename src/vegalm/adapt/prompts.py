@@ -320,15 +320,18 @@ def freeze_backbone(model: nn.Module) -> None:
 # ------------------------------------------------------------------ fingerprint, save, load
 
 
-def backbone_fingerprint(model: nn.Module) -> dict[str, Any]:
+def backbone_fingerprint(model: nn.Module, embedding: torch.Tensor | None = None) -> dict[str, Any]:
     """Identity of the backbone a prompt belongs to: shape, plus a hash of the word embeddings.
 
     The embedding hash tells two checkpoints of the same architecture apart (e.g. bert-tiny
-    before and after fine-tuning) without hashing every weight.
+    before and after fine-tuning) without hashing every weight. ``embedding`` replaces the
+    module's embedding matrix (a gathered copy when the module only holds FSDP/ZeRO-3 shards).
     """
     backbone = find_backbone(model)
     cfg = backbone.config
-    emb = backbone.get_input_embeddings().weight.detach().to("cpu", torch.float32).contiguous()
+    if embedding is None:
+        embedding = backbone.get_input_embeddings().weight
+    emb = embedding.detach().to("cpu", torch.float32).contiguous()
     return {
         "model_type": cfg.model_type,
         "hidden_size": cfg.hidden_size,
@@ -340,14 +343,17 @@ def backbone_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 
 def save_prompt(
-    path: str | Path, prompt: DeepPrompt, head_state: dict[str, torch.Tensor], meta: dict[str, Any]
+    path: str | Path, prompt: DeepPrompt, head_state: dict[str, torch.Tensor], meta: dict[str, Any],
+    prompt_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write prompt + head weights to one safetensors file (atomically); ``meta`` must hold
-    ``meta["backbone"] = backbone_fingerprint(model)`` and goes, as JSON, into the file's header."""
+    ``meta["backbone"] = backbone_fingerprint(model)`` and goes, as JSON, into the file's header.
+    ``prompt_state`` replaces ``prompt.state_dict()`` (a gathered copy under FSDP/ZeRO-3)."""
     fingerprint = meta.get("backbone")
     if not isinstance(fingerprint, dict) or set(FINGERPRINT_KEYS) - set(fingerprint):
         raise VegaError("save_prompt: meta['backbone'] must be backbone_fingerprint(model)")
-    tensors = {f"prompt.{k}": v.detach().cpu().contiguous().clone() for k, v in prompt.state_dict().items()}
+    prompt_state = prompt.state_dict() if prompt_state is None else prompt_state
+    tensors = {f"prompt.{k}": v.detach().cpu().contiguous().clone() for k, v in prompt_state.items()}
     tensors |= {f"head.{k}": v.detach().cpu().contiguous().clone() for k, v in head_state.items()}
     header = {"format": FORMAT_VERSION, "prompt_config": prompt.config(), "meta": meta}
     with atomic_path(path) as tmp:

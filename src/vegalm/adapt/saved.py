@@ -25,20 +25,27 @@ TASK_FILE = "task.json"
 HEAD_FILE = "head.safetensors"
 
 
-def save_task_model(model: torch.nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any]) -> None:
-    """Write ``model`` (a TaskModel) and ``tokenizer`` into ``directory`` (which must exist)."""
+def save_task_model(model: torch.nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model`` (a TaskModel) and ``tokenizer`` into ``directory`` (which must exist).
+
+    ``state_dict`` (keyed like ``model``) replaces the module's own weights: under FSDP/ZeRO-3 the
+    engine passes the gathered full state dict, as the module only holds shards."""
     from transformers.utils import logging as hf_logging
+
+    from vegalm.train.saving import sub_state_dict
 
     directory = Path(directory)
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every new best model
     try:
-        model.encoder.save_pretrained(directory)  # safetensors by default
+        model.encoder.save_pretrained(directory, state_dict=sub_state_dict(state_dict, "encoder."))  # safetensors
     finally:
         if bar:
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(directory)
-    head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    head_state = model.head.state_dict() if state_dict is None else sub_state_dict(state_dict, "head.")
+    head = {k: v.detach().cpu().contiguous() for k, v in head_state.items()}
     save_file(head, str(directory / HEAD_FILE))
     meta = {
         "task": model.task,

@@ -40,7 +40,7 @@ from vegalm.pretrain.evolution import SMOOTHINGS, StepSums, masked_step, online_
 from vegalm.pretrain.index import QuestionIndex
 from vegalm.pretrain.masking import MaskSpec, block_generator, hard_mask, random_mask
 from vegalm.pretrain.mlm_head import SparseMLM
-from vegalm.train import Engine, TrainConfig, make_accelerator
+from vegalm.train import Engine, TrainConfig, make_accelerator, sub_state_dict
 from vegalm.train.runs import attach_log, detach_log, prepare_run_dir
 
 log = logging.getLogger("vegalm.pretrain")
@@ -192,13 +192,16 @@ def mask_spec(corpus: BlockCorpus) -> MaskSpec:
 def save_mlm(tokenizer: Any, extra: dict[str, Any]):  # noqa: ANN201
     """The engine's save hook: a plain *ForMaskedLM folder that ``from_pretrained`` loads."""
 
-    def save(unwrapped: torch.nn.Module, directory: Path) -> None:
+    def save(unwrapped: torch.nn.Module, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        # state_dict: the engine's gathered weights under FSDP/ZeRO-3 (the module holds shards).
         mlm = unwrapped.mlm if isinstance(unwrapped, SparseMLM) else unwrapped
+        if isinstance(unwrapped, SparseMLM):
+            state_dict = sub_state_dict(state_dict, "mlm.")
         # After training the head is no longer fresh; the flag must not travel with the weights.
         for holder in (mlm, mlm.config):
             if hasattr(holder, "vegalm_fresh_mlm_head"):
                 delattr(holder, "vegalm_fresh_mlm_head")
-        mlm.save_pretrained(directory)
+        mlm.save_pretrained(directory, state_dict=state_dict)
         tokenizer.save_pretrained(directory)
         import json
 

@@ -37,12 +37,15 @@ from vegalm.io import atomic_dir, recover_dir
 from vegalm.train import checkpoint as ckpt
 from vegalm.train.config import TrainConfig
 from vegalm.train.optim import build_optimizer, build_scheduler
-from vegalm.train.runs import process_state, write_metrics
+from vegalm.train.runs import append_train_metrics, process_state, truncate_train_metrics, write_metrics
 from vegalm.train.sampling import epoch_batches, shard
+from vegalm.train.saving import accepts_state_dict, save_state_dict, shards_parameters
 
 log = logging.getLogger("vegalm.train")
 
 LossFn = Callable[[torch.nn.Module, dict], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+# save_model_fn(unwrapped_model, directory[, state_dict=...]): see Engine._save_best.
+SaveFn = Callable[..., None]
 
 
 class TrainingDiverged(VegaError):
@@ -107,14 +110,14 @@ class Engine:
         out_dir: str | Path,
         lengths: Sequence[int] | None = None,
         eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-        save_model_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+        save_model_fn: SaveFn | None = None,
         accelerator: Accelerator | None = None,
     ) -> None:
         if len(train_data) == 0:
             raise VegaError("no training examples")
         self.cfg, self.train_data, self.collate_fn, self.loss_fn = cfg, train_data, collate_fn, loss_fn
         self.lengths, self.eval_fn = lengths, eval_fn
-        self.save_model_fn = save_model_fn or _save_state_dict
+        self.save_model_fn = save_model_fn or save_state_dict
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.out_dir / "checkpoints"
@@ -132,6 +135,17 @@ class Engine:
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         acc.register_for_checkpointing(self.scheduler)
+
+        # Under FSDP / DeepSpeed ZeRO-3 the unwrapped module holds parameter shards: best/ must be
+        # written from a gathered full state dict, which only a save hook taking state_dict= can use.
+        # Checked here, not at the first save hours into the run.
+        self.sharded = shards_parameters(acc)
+        self.save_takes_state_dict = accepts_state_dict(self.save_model_fn)
+        if self.sharded and not self.save_takes_state_dict:
+            raise VegaError(
+                f"save_model_fn {self.save_model_fn!r} takes no state_dict= argument: under "
+                f"{acc.distributed_type.value} it would save parameter shards, not the model"
+            )
 
     # ------------------------------------------------------------------ data
 
@@ -169,16 +183,24 @@ class Engine:
             )
         bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
                    disable=not (cfg.progress and acc.is_local_main_process))
-        window: dict[str, list[float]] = {}
+        # The log window lives in the state (saved with checkpoints): a resumed run averages its
+        # first log step over the same optimizer steps as an uninterrupted run.
+        window: dict[str, list[float]] = state["window"]
         seen, t0 = 0, time.perf_counter()
+        win_seen, win_t0 = 0, t0  # throughput of the current log window (this invocation only)
+        win_tokens = torch.zeros((), dtype=torch.long, device=acc.device)
+        has_tokens = False
         model.train()
         stop = False
         while not stop and state["step"] < self.total_steps:
             batches = self._epoch_batches(state["epoch"])
             while state["batch"] < len(batches) and state["step"] < self.total_steps:
                 group = batches[state["batch"] : state["batch"] + cfg.grad_accum]
-                loss_sum, logs = self._accumulate(group, state["step"] + 1)
+                loss_sum, logs, tokens = self._accumulate(group, state["step"] + 1)
                 seen += sum(len(b) for b in group) * acc.num_processes
+                if tokens is not None:
+                    win_tokens += tokens
+                    has_tokens = True
                 state["step"] += 1
                 state["batch"] += len(group)
                 _maybe_test_kill(state["step"])
@@ -188,8 +210,12 @@ class Engine:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{speed:.1f}", refresh=False)
                 if state["step"] % cfg.log_every == 0:
-                    self._log(state, window, speed)
-                    window = {}
+                    now = time.perf_counter()
+                    self._log(state, window, (seen - win_seen) / (now - win_t0), win_tokens if has_tokens else None,
+                              now - win_t0)
+                    window.clear()
+                    win_seen, win_t0 = seen, now
+                    win_tokens.zero_()
                 epoch_end = state["batch"] >= len(batches)
                 if epoch_end:
                     state["epoch"] += 1
@@ -218,13 +244,18 @@ class Engine:
         result.train_seconds, result.examples_seen = time.perf_counter() - t0, seen
         return result
 
-    def _accumulate(self, group: list[list[int]], step: int) -> tuple[float, dict[str, float]]:
-        """One optimizer step over the micro-batches of ``group``; returns the mean loss and logs."""
+    def _accumulate(self, group: list[list[int]], step: int) -> tuple[float, dict[str, float], torch.Tensor | None]:
+        """One optimizer step over the micro-batches of ``group``; returns the mean loss, the
+        logs and this process's token count (None when the batches do not say)."""
         acc, model = self.accelerator, self.model
         total = torch.zeros((), device=acc.device)
         sums: dict[str, float] = {}
+        tokens = None
         for i, indices in enumerate(group):
             batch = self._batch(indices)
+            n = _count_tokens(batch)
+            if n is not None:
+                tokens = n if tokens is None else tokens + n
             # Skip the gradient all-reduce on all but the last micro-batch: it would be wasted.
             sync = contextlib.nullcontext() if i == len(group) - 1 else acc.no_sync(model)
             with sync:
@@ -250,7 +281,7 @@ class Engine:
         if not self.optimizer.step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, sums
+        return loss_value, sums, tokens
 
     def _diverged(self, what: str, step: int) -> None:
         last = ckpt.latest_checkpoint(self.ckpt_dir)
@@ -296,41 +327,61 @@ class Engine:
     def _save_best(self) -> None:
         acc = self.accelerator
         acc.wait_for_everyone()
+        # Gathering shards is a collective: every process calls it, the main process gets the
+        # full state dict. Unsharded runs pass None: the hook reads its own module.
+        state_dict = acc.get_state_dict(self.model) if self.sharded else None
         if acc.is_main_process:
             with atomic_dir(self.out_dir / "best") as tmp:
-                self.save_model_fn(acc.unwrap_model(self.model), tmp)
+                if self.save_takes_state_dict:
+                    self.save_model_fn(acc.unwrap_model(self.model), tmp, state_dict=state_dict)
+                else:  # a (model, directory) hook from before state_dict existed
+                    self.save_model_fn(acc.unwrap_model(self.model), tmp)
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ resume, logs, result
 
     def _resume(self) -> dict[str, Any]:
-        state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None,
-                 "bad_evals": 0, "history": [], "done": False, "total_steps": self.total_steps}
-        if self.accelerator.is_main_process:
+        state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0,
+                 "history": [], "window": {}, "done": False, "total_steps": self.total_steps}
+        main = self.accelerator.is_main_process
+        if main:
             recover_dir(self.out_dir / "best")  # finish or undo a best/ swap cut by a crash
             for stale in ckpt.remove_stale(self.ckpt_dir):
                 log.info("removed an incomplete checkpoint left by an interrupted run: %s", stale)
         self.accelerator.wait_for_everyone()
         last = ckpt.latest_checkpoint(self.ckpt_dir)
-        if last is None:
-            return state
-        saved = ckpt.read_state(last)
-        # A finished run's checkpoint keeps only its state (see drop_weights): nothing to restore.
-        state.update(saved if saved["done"] else ckpt.load_checkpoint(self.accelerator, last))
-        if state.get("total_steps", self.total_steps) != self.total_steps:
-            raise VegaError(f"{last}: planned for {state['total_steps']} steps, this run plans {self.total_steps}")
-        if self.accelerator.is_main_process:
-            write_metrics(self.out_dir, state["history"])  # drop evaluations after the checkpoint
-            log.info("resumed from %s (step %d, epoch %d, batch %d)", last, state["step"], state["epoch"], state["batch"])
+        if last is not None:
+            saved = ckpt.read_state(last)
+            # A finished run's checkpoint keeps only its state (see drop_weights): nothing to restore.
+            state.update(saved if saved["done"] else ckpt.load_checkpoint(self.accelerator, last))
+            if state.get("total_steps", self.total_steps) != self.total_steps:
+                raise VegaError(f"{last}: planned for {state['total_steps']} steps, this run plans {self.total_steps}")
+            if main:
+                log.info("resumed from %s (step %d, epoch %d, batch %d)", last, state["step"], state["epoch"], state["batch"])
+        if main and not state["done"]:
+            # Drop what was logged after the checkpoint: the replay writes it again.
+            write_metrics(self.out_dir, state["history"])
+            truncate_train_metrics(self.out_dir, state["step"])
         return state
 
-    def _log(self, state: dict[str, Any], window: dict[str, list[float]], speed: float) -> None:
-        logs = {f"train/{k}": sum(v) / len(v) for k, v in window.items()}
-        logs["train/lr"] = self.scheduler.get_last_lr()[0]
-        logs["train/examples_per_s"] = speed
-        if self.accelerator.log_with:
-            self.accelerator.log(logs, step=state["step"])
-        if self.accelerator.is_main_process:
+    def _log(self, state: dict[str, Any], window: dict[str, list[float]], examples_per_s: float,
+             tokens: torch.Tensor | None, seconds: float) -> None:
+        """One log step (called on every process): train.log, TensorBoard, train_metrics.jsonl."""
+        acc = self.accelerator
+        means = {k: sum(v) / len(v) for k, v in window.items()}
+        record: dict[str, Any] = {"step": state["step"], "epoch": round(state["step"] / self.steps_per_epoch, 4),
+                                  "loss": means.pop("loss"), "lr": self.scheduler.get_last_lr()[0]}
+        speeds = {"examples_per_s": examples_per_s}
+        if tokens is not None:  # a collective, so only at log steps: tokens of every process
+            speeds["tokens_per_s"] = int(acc.reduce(tokens, reduction="sum")) / seconds
+        # loss_fn's logs may replace a throughput (pretraining's hook measures its own tokens_per_s),
+        # never the fields above.
+        record.update({k: v for k, v in {**speeds, **means}.items() if k not in record})
+        logs = {f"train/{k}": v for k, v in record.items() if k not in ("step", "epoch")}
+        if acc.log_with:
+            acc.log(logs, step=state["step"])
+        if acc.is_main_process:
+            append_train_metrics(self.out_dir, record)
             log.info("step %d/%d %s", state["step"], self.total_steps,
                      " ".join(f"{k[6:]}={v:.4g}" for k, v in logs.items()))
 
@@ -339,10 +390,16 @@ class Engine:
         return TrainResult(state["step"], state["best"], state["best_step"], state["history"], stopped)
 
 
-def _save_state_dict(model: torch.nn.Module, directory: Path) -> None:
-    from safetensors.torch import save_model
-
-    save_model(model, str(directory / "model.safetensors"))
+def _count_tokens(batch: dict) -> torch.Tensor | None:
+    """Non-padding tokens of a batch, by the Hugging Face convention (attention_mask, else every
+    input id); None when the batch has neither. A tensor: no device sync per step."""
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        return mask.sum().long()
+    ids = batch.get("input_ids")
+    if isinstance(ids, torch.Tensor):
+        return torch.tensor(ids.numel(), device=ids.device)
+    return None
 
 
 def _scalars(d: dict[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,35 @@ def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
+TRAIN_METRICS = "train_metrics.jsonl"
+
+
+def append_train_metrics(out: Path, record: dict[str, Any]) -> None:
+    """train_metrics.jsonl: one line per log step, appended (a long pretraining run logs thousands).
+
+    A kill can tear the last line; it always belongs to a step after the last checkpoint, so
+    :func:`truncate_train_metrics` drops it on resume."""
+    with open(out / TRAIN_METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_train_metrics(out: Path, step: int) -> None:
+    """Keep the lines of steps <= ``step`` (the checkpoint a run resumes from; 0 when it starts
+    over), so the replayed steps are not logged twice and the file ends as an uninterrupted run's."""
+    path = out / TRAIN_METRICS
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the torn tail of a killed write
+            continue
+        if record.get("step", step + 1) <= step:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))
+
+
 def attach_log(out: Path, name: str = "vegalm") -> logging.Handler:
     """Mirror the ``vegalm`` logger into ``out/train.log`` (appending: a resume continues the log).
 
