@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def _score_section(runs, labels) -> list[Block]:
              "SuperGLUE **test-server** results of VEGA.md §5, 6B-class models, for context only.",
              "A score over fewer than the eight tasks is a labelled partial average, never the SuperGLUE score."]
     if any(r["tasks"].get("boolq", {}).get("split") == "val split" for run in runs for r in run["arms"].values()):
-        notes.append("`*` BoolQ (val split): trained on 2,270 and evaluated on 1,000 examples of val (DATA.md), "
-                     "not a dev score.")
+        notes.append("`*` BoolQ (val split): trained on 2,270 examples of val and evaluated on the other 1,000 "
+                     "(DATA.md's fixed split), or their first N when the recipe caps evaluation; not a dev score.")
+    notes.append("`examples` below: the val examples scored (a recipe with max_eval_examples scores the first N only, "
+                 "so small budgets give noisy numbers).")
     blocks: list[Block] = [("h", 2, "Dev scores"), ("table", headers, rows, klass), ("list", notes)]
     detail = []
     for run, label in zip(runs, labels):
@@ -183,7 +186,7 @@ def _curve_section(runs, labels, fig_dir: Path) -> list[Block]:
     return blocks
 
 
-def _questions_section(runs, labels) -> list[Block]:
+def _questions_section(runs, labels, fig_dir: Path) -> list[Block]:
     rows, blocks = [], [("h", 2, "Self-questioning: hard tokens")]
     for run, label in zip(runs, labels):
         q, se = run["pretrain"].get("questions"), run["pretrain"].get("se", {})
@@ -199,10 +202,13 @@ def _questions_section(runs, labels) -> list[Block]:
         return blocks + [("p", "No self-questioning in these runs (pretraining disabled).")]
     blocks.append(("table", ["run", "score", "τ", "blocks", "tokens scored", "hard", "per block p10/median/p90",
                              "blocks without hard", "uninformative", "hard at other τ"], rows))
-    for run, label in zip(runs, labels):
+    for i, (run, label) in enumerate(zip(runs, labels)):
         png = run["_dir"] / "steps/pretrain/questions/index/nll_hist.png"
-        if png.is_file():
-            blocks.append(("img", png, f"{label}: own-token NLL histogram and hard fraction per block"))
+        if png.is_file():  # copied beside the report, so that report.md stays valid wherever it goes
+            copy = fig_dir / f"nll_hist_{i}.png"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, copy)
+            blocks.append(("img", copy, f"{label}: own-token NLL histogram and hard fraction per block"))
     return blocks
 
 
@@ -265,7 +271,7 @@ def build(run_dirs: list[Path], out: Path) -> list[Block]:
              [[label, r["name"], r["model"], r["seed"], "yes" if r["complete"] else "no (some steps not finished)",
                f"`{r['data']}`"] for r, label in zip(runs, labels)])]
     return (head + _score_section(runs, labels) + _gain_section(runs, labels, fig_dir)
-            + _curve_section(runs, labels, fig_dir) + _questions_section(runs, labels)
+            + _curve_section(runs, labels, fig_dir) + _questions_section(runs, labels, fig_dir)
             + _transfer_section(runs, labels) + _submission_section(runs, labels) + _steps_section(runs, labels))
 
 
