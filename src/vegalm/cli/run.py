@@ -11,6 +11,10 @@ def run(args: argparse.Namespace) -> int:
     from vegalm.pipeline import run_recipe
     from vegalm.recipe import load_recipe
 
+    from vegalm.errors import VegaError
+
+    if args.recipe is None:
+        raise VegaError("vegalm run needs a recipe file, e.g. `vegalm run recipes/demo.yaml --data DIR`")
     recipe = load_recipe(args.recipe, args.overrides)  # every error of the file at once, before any work
     out = args.out or Path("runs") / recipe.name
     results = run_recipe(recipe, out, args.data, with_baseline=args.with_baseline, report=not args.no_report)
@@ -39,6 +43,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Options and KEY=VALUE overrides in any order (`vegalm run R --data D seed=3`): plain argparse
+    stops filling positionals at the first option and rejects overrides written after it."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        if self._mixing:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run",
@@ -53,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="overrides: KEY=VALUE with a dotted key, e.g. seed=3 finetune.train.lr=3e-5 "
         "pretrain.se.steps=500 transfer.candidates=[nli:mnli,rte]",
     )
-    p.add_argument("recipe", type=Path, metavar="RECIPE.yaml", help="the recipe file")
+    p.add_argument("recipe", type=Path, nargs="?", metavar="RECIPE.yaml", help="the recipe file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe values to change for this run")
     p.add_argument("--out", type=Path, default=None, metavar="RUN",
                    help="run directory (default: runs/<recipe name>); resumed if it exists")
@@ -64,3 +84,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also fine-tune the plain backbone on every task (no SE, no transfer) to show the gain")
     p.add_argument("--no-report", action="store_true", help="skip writing OUT/report/")
     p.set_defaults(func=run)
+    p.__class__ = _Intermixed  # same parser, intermixed parsing (subparsers cannot be given a class)
