@@ -112,3 +112,12 @@ def test_task_max_length(tmp_path: Path) -> None:
     msg = _error(_write(tmp_path, "task_max_length: {boolq: 4, nope: 64}\n"))
     assert ":1: task_max_length.boolq: expected an integer >= 8, got 4" in msg
     assert "task_max_length.nope: 'nope' is not a SuperGLUE task" in msg
+
+
+def test_cli_overrides_after_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vegalm.cli import main
+
+    p = _write(tmp_path, "name: x\n")
+    assert main(["run", str(p), "--out", str(tmp_path / "run"), "--data", str(tmp_path / "none"), "seed=x"]) == 1
+    assert "override seed=x: seed: expected an integer, got 'x'" in capsys.readouterr().err
+    assert main(["run"]) == 1 and "needs a recipe file" in capsys.readouterr().err

@@ -8,10 +8,9 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
+    from vegalm.errors import VegaError
     from vegalm.pipeline import run_recipe
     from vegalm.recipe import load_recipe
-
-    from vegalm.errors import VegaError
 
     if args.recipe is None:
         raise VegaError("vegalm run needs a recipe file, e.g. `vegalm run recipes/demo.yaml --data DIR`")
