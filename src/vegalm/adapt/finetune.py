@@ -172,12 +172,39 @@ def score(task: str, examples, preds: dict) -> dict[str, float]:
     return metrics
 
 
+def task_engine(cfg: TrainConfig, objective: Any, task: str, data: TaskData, feats: dict, tokenizer: Any,
+                out: Path, save: Any) -> Engine:
+    """The Engine of a task run: ``objective`` (holding ``.model``) trained on ``feats["train"]``,
+    evaluated on val with the official metrics; ``save(model, dir, state_dict)`` writes best/."""
+    from vegalm.adapt.framing import collate
+
+    pad = tokenizer.pad_token_id
+    engine: Engine
+
+    def eval_fn(obj) -> dict[str, float]:
+        model = engine.accelerator.unwrap_model(obj).model  # obj may be DDP-wrapped
+        preds = predict_task(engine.accelerator, model, task, data.val, feats["val"], tokenizer,
+                             cfg.effective_eval_batch_size)
+        return score(task, data.val, preds)
+
+    engine = Engine(
+        cfg, objective, feats["train"],
+        collate_fn=lambda fs: collate(fs, pad),
+        loss_fn=lambda obj, batch: obj(batch),
+        out_dir=out,
+        lengths=[f.length * f.num_sequences for f in feats["train"]],
+        eval_fn=eval_fn,
+        save_model_fn=lambda obj, d, state_dict=None: save(obj.model, d, sub_state_dict(state_dict, "model.")),
+    )
+    return engine
+
+
 # ---------------------------------------------------------------- the recipe
 
 
 def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune one task with one seed into the run directory ``out``; returns metrics.json's content."""
-    from vegalm.adapt.framing import collate, encode
+    from vegalm.adapt.framing import encode
     from vegalm.adapt.heads import TaskModel, loss_fn
     from vegalm.backbones import load_encoder, load_tokenizer
 
@@ -205,27 +232,11 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
         log.info("%s %s: task %s, backbone %s, %d train / %d %s examples", "resuming" if resumed else "starting",
                  out, name, opts.init_from or opts.model, len(data.train), len(data.val), data.val_name)
         cfg = opts.train
-        pad = tokenizer.pad_token_id
         info = {"backbone": opts.model, "max_length": opts.max_length, "labels": list(get_task(name).labels or [])}
-        eval_bs = cfg.effective_eval_batch_size
-        engine: Engine
-
-        def eval_fn(_objective) -> dict[str, float]:
-            preds = predict_task(engine.accelerator, model, name, data.val, feats["val"], tokenizer, eval_bs)
-            return score(name, data.val, preds)
-
-        engine = Engine(
-            cfg, Objective(model, loss_fn, opts.adversarial), feats["train"],
-            collate_fn=lambda fs: collate(fs, pad),
-            loss_fn=lambda objective, batch: objective(batch),
-            out_dir=out,
-            lengths=[f.length * f.num_sequences for f in feats["train"]],
-            eval_fn=eval_fn,
-            save_model_fn=lambda objective, d, state_dict=None: save_task_model(
-                objective.model, tokenizer, d, info, state_dict=sub_state_dict(state_dict, "model.")),
-        )
+        engine = task_engine(cfg, Objective(model, loss_fn, opts.adversarial), name, data, feats, tokenizer, out,
+                             lambda m, d, state: save_task_model(m, tokenizer, d, info, state_dict=state))
         result = engine.train()
-        return _final_predictions(engine.accelerator, out, name, data, feats, eval_bs, result)
+        return _final_predictions(engine.accelerator, out, name, data, feats, cfg.effective_eval_batch_size, result)
     finally:
         detach_log(handler)
 

@@ -34,7 +34,7 @@ import torch
 from accelerate.utils import set_seed
 
 from vegalm.adapt.adversarial import AdversarialConfig, Objective
-from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score
+from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score, task_engine
 from vegalm.adapt.prompts import (
     PROMPT_ATTR,
     DeepPrompt,
@@ -50,7 +50,7 @@ from vegalm.data import nli
 from vegalm.data.superglue import DIAGNOSTICS, canonical_task, get_task
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl
-from vegalm.train import Engine, TrainConfig, sub_state_dict
+from vegalm.train import TrainConfig, sub_state_dict
 from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run_dir
 
 log = logging.getLogger("vegalm.prompt_tuning")
@@ -252,7 +252,7 @@ def prepare(opts: PromptOptions, out: str | Path, *, overwrite: bool = False) ->
 
 def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Train one prompt run into ``out``; returns predictions/metrics.json's content."""
-    from vegalm.adapt.framing import collate, encode
+    from vegalm.adapt.framing import encode
     from vegalm.adapt.heads import loss_fn
 
     check_options(opts)
@@ -281,7 +281,6 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
                  " (tuned)" if opts.model_tuning else " (frozen)", len(data.train), len(data.val))
         params = count_params(model)
         log.info("trainable parameters: %d of %d (%.3f%%)", params["trainable"], params["total"], params["trainable_pct"])
-        pad = tokenizer.pad_token_id
         if teacher is not None:
             from vegalm.adapt.transfer import KDObjective
 
@@ -291,25 +290,11 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
         meta = {"task": opts.task_name, "head_task": head, "model": opts.model, "max_length": opts.max_length,
                 "dropout": opts.dropout, "model_tuning": opts.model_tuning,
                 "labels": list(get_task(head).labels or []), "source_prompt": opts.init_prompt}
-        eval_bs = cfg.effective_eval_batch_size
-        engine: Engine
-
-        def eval_fn(_objective) -> dict[str, float]:
-            preds = predict_task(engine.accelerator, model, head, data.val, feats["val"], tokenizer, eval_bs)
-            return score(head, data.val, preds)
-
-        engine = Engine(
-            cfg, objective, feats["train"],
-            collate_fn=lambda fs: collate(fs, pad),
-            loss_fn=lambda obj, batch: obj(batch),
-            out_dir=out,
-            lengths=[f.length * f.num_sequences for f in feats["train"]],
-            eval_fn=eval_fn,
-            save_model_fn=lambda obj, d, state_dict=None: save_prompt_model(
-                obj.model, tokenizer, d, meta, state_dict=sub_state_dict(state_dict, "model.")),
-        )
+        engine = task_engine(cfg, objective, head, data, feats, tokenizer, out,
+                             lambda m, d, state: save_prompt_model(m, tokenizer, d, meta, state_dict=state))
         result = engine.train()
-        return _final_predictions(engine.accelerator, out, opts, data, feats, eval_bs, result, params)
+        return _final_predictions(engine.accelerator, out, opts, data, feats, cfg.effective_eval_batch_size, result,
+                                  params)
     finally:
         detach_log(handler)
 

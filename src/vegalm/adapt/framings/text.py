@@ -79,33 +79,24 @@ def _label(value: int | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _pair_features(examples: Sequence[Any], tokenizer: Any, max_length: int, *, keep_first: bool,
+                   task: str) -> list[Feature]:
+    seqs = encode_pairs([e.text_a for e in examples], [e.text_b for e in examples], tokenizer, max_length,
+                        keep_first=keep_first, task=task)
+    return [Feature(e.key, [s], None, _label(e.label)) for e, s in zip(examples, seqs)]
+
+
 def encode_nli(examples: Sequence[Any], tokenizer: Any, max_length: int) -> list[Feature]:
     """CB, RTE, AX-b, AX-g: (premise, hypothesis), both short, longest-first truncation.
 
     The diagnostics use exactly this function, so their features fit the RTE head.
     """
-    seqs = encode_pairs(
-        [e.text_a for e in examples],
-        [e.text_b for e in examples],
-        tokenizer,
-        max_length,
-        keep_first=False,
-        task="nli",
-    )
-    return [Feature(e.key, [s], None, _label(e.label)) for e, s in zip(examples, seqs)]
+    return _pair_features(examples, tokenizer, max_length, keep_first=False, task="nli")
 
 
 def encode_boolq(examples: Sequence[Any], tokenizer: Any, max_length: int) -> list[Feature]:
     """BoolQ: (question, passage); only the passage is truncated."""
-    seqs = encode_pairs(
-        [e.text_a for e in examples],
-        [e.text_b for e in examples],
-        tokenizer,
-        max_length,
-        keep_first=True,
-        task="boolq",
-    )
-    return [Feature(e.key, [s], None, _label(e.label)) for e, s in zip(examples, seqs)]
+    return _pair_features(examples, tokenizer, max_length, keep_first=True, task="boolq")
 
 
 def copa_first_segment(premise: str, question: str) -> str:
