@@ -72,11 +72,12 @@ log = logging.getLogger("bench.superglue_dev")
 BUDGETS = {
     "tiny": dict(epochs={}, default_epochs=1, batch_size=8, accum={"record": (2, 4)}, lr=5e-5,
                  short_length=64, long_length=128, max_train={t: 16 for t in TASKS}, max_eval={t: 16 for t in TASKS}),
+    # MultiRC: 800 options x 1 epoch (50 steps) collapsed to "all false" (F1a 0) on a seed; 1,200 x 2 (150 steps).
     # cpu, measured (CPU seconds per seed, minilm-l6): CB 105, COPA 85, MultiRC 333, RTE 204, WiC 69,
     # WSC 64, BoolQ 199, ReCoRD 180, AX 20; about 63 CPU-minutes for three seeds (see the docstring).
-    "cpu": dict(epochs={"cb": 3, "copa": 3, "wsc": 2}, default_epochs=1, batch_size=16, accum={"record": (2, 8)},
+    "cpu": dict(epochs={"cb": 3, "copa": 3, "wsc": 2, "multirc": 2}, default_epochs=1, batch_size=16, accum={"record": (2, 8)},
                 lr=5e-5, short_length=128, long_length=256,
-                max_train={"multirc": 800, "wic": 2000, "boolq": 600}, max_eval={"multirc": 600}),
+                max_train={"multirc": 1200, "wic": 2000, "boolq": 600}, max_eval={"multirc": 600}),
     "gpu": dict(epochs={"cb": 10, "copa": 10, "wsc": 10, "record": 10}, default_epochs=3, batch_size=16,
                 accum={"record": (2, 8)}, lr=2e-5, short_length=128, long_length=384, max_train={}, max_eval={}),
 }
@@ -231,7 +232,8 @@ def main() -> int:
         key = {"axb": "mcc", "axg": "accuracy"}.get(task, "score")
         if row["majority"] is not None:
             row["compared_on"] = key
-            row["beats_majority"] = row["metrics"][key]["mean"] > row["majority"]["metrics"][key]
+            # strictly above, beyond float noise: a mean of equal scores (61.7 x 3) is not a win
+            row["beats_majority"] = row["metrics"][key]["mean"] > row["majority"]["metrics"][key] + 1e-6
             if not row["beats_majority"]:
                 row["note"] = previous.get("tasks", {}).get(task, {}).get("note", "")
         report["tasks"][task] = row
