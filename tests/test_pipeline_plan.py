@@ -59,6 +59,20 @@ def test_full_recipe_steps_and_skips(tmp_path: Path) -> None:
     assert ft.config["adversarial"] is not None and ft.config["model"] == "step:pretrain/se"
 
 
+def test_baseline_is_scored_on_the_same_val_examples_as_the_recipe(tmp_path: Path) -> None:
+    """A gain is only a gain on the same examples: each baseline step caps val like its vega step."""
+    data = _data(tmp_path / "sg", FULL)
+    r = _recipe(tmp_path, "model: bert-tiny\nfinetune: {train: {max_eval_examples: 200}}\n"
+                "transfer: {candidates: [cb, rte], student: {max_eval_examples: 64}, "
+                "task_overrides: {rte: {max_eval_examples: 32}}}\n")
+    steps = {s.name: s.config for s in plan(r, data, with_baseline=True).steps}
+    for t in ("boolq", "multirc", "wic"):
+        assert steps[f"baseline/{t}"]["max_eval_examples"] == steps[f"finetune/{t}"]["max_eval_examples"] == 200
+    for t in ("cb", "copa", "rte", "wsc"):
+        assert steps[f"baseline/{t}"]["max_eval_examples"] == steps[f"transfer/{t}"]["max_eval_examples"]
+    assert steps["baseline/cb"]["max_eval_examples"] == 64 and steps["baseline/rte"]["max_eval_examples"] == 32
+
+
 def test_trained_head_no_warmup_and_pretraining_off(tmp_path: Path) -> None:
     data = _data(tmp_path / "sg", FULL)
     p = plan(_recipe(tmp_path, "model: bert-tiny\n"), data)

@@ -197,6 +197,9 @@ def _finetune(r: Recipe, t: str, model: str, deps: list[str], env: dict[str, Any
     base = r.finetune.train
     if arm == "baseline":
         budget, adv, predict_test = budget_with(base, r.baseline.train), None, False
+        if t in r.transfer.tasks:  # scored on the very val examples the transfer student is scored on
+            student = budget_with(r.transfer.student, r.transfer.task_overrides.get(t, {}))
+            budget = budget_with(budget, {"max_eval_examples": student.max_eval_examples})
     else:
         a = r.finetune.adversarial
         budget = budget_with(base, r.finetune.task_overrides.get(t, {}))
