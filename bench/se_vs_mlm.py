@@ -150,6 +150,7 @@ def main() -> None:
     p.add_argument("--score", choices=("visible", "contextual"), default="contextual",
                    help="self-questioning score (contextual: does not need the copy ability, VEGA.md)")
     p.add_argument("--wiki-files", type=int, help="wiki2015 files in the wiki corpus")
+    p.add_argument("--wiki-docs", type=int, help="only the first N articles of wiki_00 (0: whole files)")
     p.add_argument("--k", type=int, help="passes of the contextual score")
     p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), help="fine-tuning seeds")
     p.add_argument("--ft-epochs", type=float)
