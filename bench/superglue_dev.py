@@ -75,7 +75,7 @@ BUDGETS = {
     # MultiRC: 800 options x 1 epoch (50 steps) collapsed to "all false" (F1a 0) on a seed; 1,200 x 2 (150 steps).
     # cpu, measured (CPU seconds per seed, minilm-l6): CB 105, COPA 85, MultiRC 333, RTE 204, WiC 69,
     # WSC 64, BoolQ 199, ReCoRD 180, AX 20; about 63 CPU-minutes for three seeds (see the docstring).
-    "cpu": dict(epochs={"cb": 3, "copa": 3, "wsc": 2, "multirc": 2}, default_epochs=1, batch_size=16, accum={"record": (2, 8)},
+    "cpu": dict(epochs={"cb": 3, "copa": 3, "wsc": 2, "multirc": 2, "rte": 3}, default_epochs=1, batch_size=16, accum={"record": (2, 8)},
                 lr=5e-5, short_length=128, long_length=256,
                 max_train={"multirc": 1200, "wic": 2000, "boolq": 600}, max_eval={"multirc": 600}),
     "gpu": dict(epochs={"cb": 10, "copa": 10, "wsc": 10, "record": 10}, default_epochs=3, batch_size=16,
