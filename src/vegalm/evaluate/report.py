@@ -18,7 +18,7 @@ from typing import Any
 from vegalm.errors import VegaError
 from vegalm.evaluate import plots
 from vegalm.evaluate.report_html import Block, to_html, to_markdown
-from vegalm.io import write_text
+from vegalm.io import atomic_path, write_text
 
 # VEGA.md §5, "Reference results (SuperGLUE test server)", from Zhong et al. 2022 (arXiv 2212.01853)
 # and the SuperGLUE leaderboard: model, score, BoolQ, CB F1/Acc, COPA, MultiRC F1a/EM, ReCoRD F1/EM,
@@ -206,8 +206,8 @@ def _questions_section(runs, labels, fig_dir: Path) -> list[Block]:
         png = run["_dir"] / "steps/pretrain/questions/index/nll_hist.png"
         if png.is_file():  # copied beside the report, so that report.md stays valid wherever it goes
             copy = fig_dir / f"nll_hist_{i}.png"
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(png, copy)
+            with atomic_path(copy) as tmp:  # like every other figure: whole or absent
+                shutil.copyfile(png, tmp)
             blocks.append(("img", copy, f"{label}: own-token NLL histogram and hard fraction per block"))
     return blocks
 

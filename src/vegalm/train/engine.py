@@ -188,8 +188,7 @@ class Engine:
         window: dict[str, list[float]] = state["window"]
         seen, t0 = 0, time.perf_counter()
         win_seen, win_t0 = 0, t0  # throughput of the current log window (this invocation only)
-        win_tokens = torch.zeros((), dtype=torch.long, device=acc.device)
-        has_tokens = False
+        win_tokens: torch.Tensor | None = None  # None while the batches carry no token counts
         model.train()
         stop = False
         while not stop and state["step"] < self.total_steps:
@@ -199,8 +198,7 @@ class Engine:
                 loss_sum, logs, tokens = self._accumulate(group, state["step"] + 1)
                 seen += sum(len(b) for b in group) * acc.num_processes
                 if tokens is not None:
-                    win_tokens += tokens
-                    has_tokens = True
+                    win_tokens = tokens if win_tokens is None else win_tokens + tokens
                 state["step"] += 1
                 state["batch"] += len(group)
                 _maybe_test_kill(state["step"])
@@ -211,11 +209,9 @@ class Engine:
                 bar.set_postfix(loss=f"{loss_sum:.4f}", ex_s=f"{speed:.1f}", refresh=False)
                 if state["step"] % cfg.log_every == 0:
                     now = time.perf_counter()
-                    self._log(state, window, (seen - win_seen) / (now - win_t0), win_tokens if has_tokens else None,
-                              now - win_t0)
+                    self._log(state, window, (seen - win_seen) / (now - win_t0), win_tokens, now - win_t0)
                     window.clear()
-                    win_seen, win_t0 = seen, now
-                    win_tokens.zero_()
+                    win_seen, win_t0, win_tokens = seen, now, None
                 epoch_end = state["batch"] >= len(batches)
                 if epoch_end:
                     state["epoch"] += 1
