@@ -131,5 +131,5 @@ def test_bad_graphs_and_concurrent_runs_are_refused(tmp_path: Path) -> None:
         Pipeline(tmp_path, [Step("a", fake.fn, {"v": 1}, deps=["b"])])
     with pytest.raises(VegaError, match="defined twice"):
         Pipeline(tmp_path, [Step("a", fake.fn, {"v": 1}), Step("a", fake.fn, {"v": 1})])
-    with run_lock(tmp_path), pytest.raises(VegaError, match="another `vegalm run`"), run_lock(tmp_path):
-        pass
+    with run_lock(tmp_path):  # re-entrant in one process; tests/test_run_dirs.py runs a second process
+        assert (tmp_path).is_dir()

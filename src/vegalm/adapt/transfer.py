@@ -42,6 +42,7 @@ from vegalm.adapt.prompt_tuning import (
 from vegalm.adapt.prompts import FINGERPRINT_KEYS, read_prompt_meta
 from vegalm.errors import VegaError
 from vegalm.io import write_json
+from vegalm.train.runs import check_target_dir
 
 log = logging.getLogger("vegalm.transfer")
 
@@ -179,8 +180,9 @@ def transfer(
         raise VegaError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if teacher is not None and mode != "kd":
         raise VegaError("--teacher only applies to --mode kd")
-    src = check_source(source, opts.model)
     out = Path(out)
+    check_target_dir(out, "train", overwrite=overwrite)  # never a user's folder, before reading the source
+    src = check_source(source, opts.model)
     provenance = {"mode": mode, "source": src["run"], "source_task": src["task"], **opts.provenance}
     transferred = dataclasses.replace(opts, init_prompt=src["prompt"], prompt_length=src["prompt_length"],
                                       teacher=None, kd_lambda=0.0)

@@ -53,7 +53,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--adv-steps", type=int, default=1, help="gradient-ascent steps on the perturbation (1)")
     a.add_argument("--adv-step-size", type=float, default=1e-3, help="size of an ascent step (1e-3)")
     p.add_argument("--overwrite", action="store_true",
-                   help="delete an existing run in --out whose configuration differs, and start again")
+                   help="delete the vegalm run in --out when its configuration differs, and start again "
+                   "(only directories vegalm marked as its own runs, .vegalm-run, are ever deleted)")
 
 
 def options_from_args(args: argparse.Namespace, task: str, data: Path):

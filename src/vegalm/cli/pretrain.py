@@ -95,7 +95,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--overwrite", action="store_true", help="delete a run with a different config in --out")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete the vegalm run in --out when its configuration differs, and start again "
+                   "(only directories vegalm marked as its own runs, .vegalm-run, are ever deleted)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

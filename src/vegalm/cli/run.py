@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
         raise VegaError("vegalm run needs a recipe file, e.g. `vegalm run recipes/demo.yaml --data DIR`")
     recipe = load_recipe(args.recipe, args.overrides)  # every error of the file at once, before any work
     out = args.out or Path("runs") / recipe.name
-    results = run_recipe(recipe, out, args.data, with_baseline=args.with_baseline, report=not args.no_report)
+    results = run_recipe(recipe, out, args.data, with_baseline=args.with_baseline, report=not args.no_report,
+                         overwrite=args.overwrite)
     for arm, r in results["arms"].items():
         avg = r["average"]
         if avg["official"]:
@@ -81,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "cache, downloaded when empty. NLI sources are read from DIR/nli or DIR/../nli")
     p.add_argument("--with-baseline", action="store_true",
                    help="also fine-tune the plain backbone on every task (no SE, no transfer) to show the gain")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty OUT first when it holds an earlier `vegalm run` (only directories vegalm marked as "
+                   "its own runs are ever deleted; anything else is refused)")
     p.add_argument("--no-report", action="store_true", help="skip writing OUT/report/")
     p.set_defaults(func=run)
     p.__class__ = _Intermixed  # same parser, intermixed parsing (subparsers cannot be given a class)

@@ -14,6 +14,7 @@ from vegalm.pipeline.runner import Pipeline, Step, StepContext, run_lock
 from vegalm.recipe import Recipe, dump_recipe
 
 log = logging.getLogger("vegalm.pipeline")
+RUN_KIND = "recipe"  # the marker's kind for a `vegalm run` directory
 
 
 def resolve_data(data: str | Path | None, *, download: bool = True) -> Path:
@@ -46,16 +47,25 @@ def _state(run_dir: Path, recipe: Recipe, pipe: Pipeline, plan, data: Path, stat
 
 
 def run_recipe(recipe: Recipe, out: str | Path, data: str | Path | None = None, *, with_baseline: bool = False,
-               report: bool = True) -> dict[str, Any]:
-    """Plan and run (or resume) the recipe into ``out``; returns results.json's content."""
+               report: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Plan and run (or resume) the recipe into ``out``; returns results.json's content.
+
+    ``out`` must be new, empty or a vegalm recipe run (its ``.vegalm-run`` marker); with
+    ``overwrite`` such a run is emptied first (nothing unmarked is ever deleted)."""
     from vegalm.pipeline.results import collect
     from vegalm.pipeline.vega import plan as make_plan
+    from vegalm.train.runs import check_target_dir, clear_run_dir, write_marker
 
     out = Path(out)
+    check_target_dir(out, RUN_KIND, overwrite=overwrite)  # before any download or planning
     data_dir = resolve_data(data)
     plan = make_plan(recipe, data_dir, with_baseline=with_baseline)
     pipe = Pipeline(out, plan.steps)
     with run_lock(out):
+        if check_target_dir(out, RUN_KIND, overwrite=overwrite) == "overwrite":  # again, under the lock
+            log.info("--overwrite: emptying the earlier run in %s", out)
+            clear_run_dir(out)
+        write_marker(out, RUN_KIND)
         write_text(out / "recipe.yaml", dump_recipe(recipe))
         statuses = pipe.status()
         pending = [n for n, s in statuses.items() if s != "done"]

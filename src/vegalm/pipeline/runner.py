@@ -142,16 +142,17 @@ def hardware() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """One ``vegalm run`` per run directory at a time (two would write the same step dirs)."""
-    import fcntl
+    """One ``vegalm run`` per run directory at a time (two would write the same step dirs).
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VegaError(f"{run_dir}: another `vegalm run` is using this run directory") from None
+    The lock is the run directory's own (:func:`vegalm.train.runs.lock_run_dir`), so a
+    ``vegalm finetune`` pointed at the same directory is refused as well."""
+    from vegalm.train.runs import lock_run_dir, unlock_run_dir
+
+    lock_run_dir(run_dir, "vegalm run")
+    try:
         yield
+    finally:
+        unlock_run_dir(run_dir)
 
 
 class Pipeline:
