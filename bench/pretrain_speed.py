@@ -1,8 +1,11 @@
 """Pretraining speed, side by side: stock Hugging Face MLM step vs vegalm mlm / se steps, and
-self-questioning vs a plain no-grad forward (issue 4, "Measure").
+self-questioning vs a plain no-grad forward and vs the stock way of scoring (issues 4 and 11).
 
-    .venv/bin/python bench/pretrain_speed.py                      # CPU, fp32 -> bench/results/pretrain_speed.{json,md}
-    .venv/bin/python bench/pretrain_speed.py --device cuda --bf16  # GPU -> pretrain_speed_gpu.{json,md}
+    .venv/bin/python bench/pretrain_speed.py                       # CPU: fp32 and bf16 columns (bf16 where native)
+    .venv/bin/python bench/pretrain_speed.py --device cuda --precisions bf16  # GPU -> pretrain_speed_gpu.{json,md}
+
+Every kind runs at every precision of --precisions (no = float32, bf16 = bf16 autocast), the HF
+arms at the same precision as ours; the ratios are reported per precision.
 
 Same model (minilm-l6), batch 16, blocks of 128 tokens from ../shared/data/corpus/wiki2015
 (the first --docs articles of wiki_00, built into a corpus cache in --work). Each measurement
@@ -22,8 +25,12 @@ usual way to read timings on a shared machine; every round is kept in the JSON.
 - encoder_only: the encoder's forward and backward with no MLM head at all (loss: mean square of
   the last hidden states) and the same AdamW step: the floor of any MLM step on this model, so
   hf_mlm / encoder_only bounds the speed-up that work on the head and its logits can give.
-- questions: self-questioning's scoring of a batch (own-token NLL of every token, chunked).
-- plain_forward: the stock model's no-grad forward (full logits), the baseline for questions.
+- questions: self-questioning's scoring of a batch (own-token NLL of every token, chunked, the
+  reduction compiled as `vegalm pretrain questions` does for large corpora; under bf16 the NLLs
+  near tau are recomputed with a float32 head). Its one-off compile time is in the JSON.
+- plain_forward: the stock model's no-grad forward (full logits), the first baseline for questions.
+- stock_scoring: the stock way of scoring (the authors' fairseq code): full logits, then
+  cross-entropy with reduction none at every position; the second baseline.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("hf_mlm", "mlm", "se", "encoder_only", "questions", "plain_forward")
+KINDS = ("hf_mlm", "mlm", "se", "encoder_only", "questions", "plain_forward", "stock_scoring")
 
 
 def _rss_mb() -> float:
@@ -124,12 +131,21 @@ def worker(a: argparse.Namespace) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
     elif a.worker == "questions":
-        model = SparseMLM(mlm).eval()
+        model = SparseMLM(mlm, compiled_nll=True).eval()
         t = corpus.tokenizer
 
         def step(i):
             with amp:
-                score_batch(model, torch.from_numpy(blocks[i]).to(dev), t["special_ids"], t["mask_id"], t["pad_id"])
+                score_batch(model, torch.from_numpy(blocks[i]).to(dev), t["special_ids"], t["mask_id"], t["pad_id"],
+                            tau=0.1)
+    elif a.worker == "stock_scoring":
+        mlm.eval()
+
+        def step(i):
+            ids = torch.from_numpy(blocks[i]).to(dev)
+            with torch.no_grad(), amp:
+                logits = mlm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten(), reduction="none")
     else:  # plain_forward
         mlm.eval()
 
@@ -142,9 +158,11 @@ def worker(a: argparse.Namespace) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    t_warm = time.perf_counter()
     for i in range(a.warmup):
         step(i)
     sync()
+    warmup_s = time.perf_counter() - t_warm
     rss0 = _rss_mb()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -155,6 +173,7 @@ def worker(a: argparse.Namespace) -> dict:
         sync()
         times.append(time.perf_counter() - t0)
     out = {"kind": a.worker, "step_s": statistics.median(times), "step_s_all": times, "optimizer": optimizer,
+           "warmup_s": warmup_s, "precision": "bf16" if a.bf16 else "fp32",
            "tokens_per_s": B * corpus.block_size / statistics.median(times)}
     if dev.type == "cuda":
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -205,7 +224,9 @@ def main() -> None:
                    + "/corpus/wiki2015")
     p.add_argument("--work", default="/tmp/vegalm_bench_pretrain")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU runs)")
+    p.add_argument("--precisions", default=None,
+                   help="comma list of fp32,bf16 (default: both where the device computes bf16 natively, else fp32)")
+    p.add_argument("--bf16", action="store_true", help="bf16 only (same as --precisions bf16)")
     p.add_argument("--out", default=None, help="results stem (default bench/results/pretrain_speed[_gpu])")
     p.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -214,42 +235,35 @@ def main() -> None:
         print(json.dumps(worker(a)))
         return
     prepare(a)
-    rounds: dict[str, list[dict]] = {k: [] for k in KINDS}
+    precisions = [x.strip() for x in a.precisions.split(",")] if a.precisions else (
+        ["bf16"] if a.bf16 else ["fp32", "bf16"] if _native_bf16(a.device) else ["fp32"])
+    rounds: dict[str, dict[str, list[dict]]] = {p: {k: [] for k in KINDS} for p in precisions}
     base = [sys.executable, __file__, "--model", a.model, "--batch-size", str(a.batch_size), "--steps", str(a.steps),
-            "--warmup", str(a.warmup), "--work", a.work, "--device", a.device, *(["--bf16"] if a.bf16 else [])]
+            "--warmup", str(a.warmup), "--work", a.work, "--device", a.device]
     for r in range(a.rounds):
-        for kind in KINDS:
-            proc = subprocess.run([*base, "--worker", kind], capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
-            rounds[kind].append(res)
-            print(f"round {r + 1} {kind:14s} {res['step_s'] * 1000:8.1f} ms/batch  {res['tokens_per_s']:9.0f} tok/s",
-                  flush=True)
-    best = {k: min(v, key=lambda x: x["step_s"]) for k, v in rounds.items()}
+        for prec in precisions:
+            for kind in KINDS:
+                proc = subprocess.run([*base, *(["--bf16"] if prec == "bf16" else []), "--worker", kind],
+                                      capture_output=True, text=True)
+                if proc.returncode:
+                    raise SystemExit(f"{kind} ({prec}) failed:\n{proc.stderr[-3000:]}")
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                rounds[prec][kind].append(res)
+                print(f"round {r + 1} {prec:4s} {kind:14s} {res['step_s'] * 1000:8.1f} ms/batch  "
+                      f"{res['tokens_per_s']:9.0f} tok/s", flush=True)
     mem_key = "peak_mem_mb" if a.device.startswith("cuda") else "peak_rss_mb"
-    result = {
-        "hf_mlm_step_s": best["hf_mlm"]["step_s"],
-        "mlm_step_s": best["mlm"]["step_s"],
-        "se_step_s": best["se"]["step_s"],
-        "questions_tokens_per_s": best["questions"]["tokens_per_s"],
-        "plain_forward_tokens_per_s": best["plain_forward"]["tokens_per_s"],
-        "speedup_vs_hf": best["hf_mlm"]["step_s"] / best["mlm"]["step_s"],
-        "se_over_mlm": best["se"]["step_s"] / best["mlm"]["step_s"],
-        "questions_over_plain_forward": best["questions"]["tokens_per_s"] / best["plain_forward"]["tokens_per_s"],
-        "encoder_only_step_s": best["encoder_only"]["step_s"],
-        # the most any head-side optimisation can gain over HF: its step over the headless floor
-        "speedup_bound_vs_hf": best["hf_mlm"]["step_s"] / best["encoder_only"]["step_s"],
-        "peak_memory_mb": {k: best[k].get(mem_key) for k in KINDS},
-        "memory_after_setup_mb": {k: best[k].get("rss_after_setup_mb") for k in KINDS} if mem_key == "peak_rss_mb" else None,
-        "optimizers": {k: best[k]["optimizer"] for k in ("hf_mlm", "mlm", "se")},
-        "targets": {"speedup_vs_hf": ">= 2.0", "se_over_mlm": "<= 1.35", "questions_over_plain_forward": ">= 1.0"},
+    result = {p: summarise({k: min(v, key=lambda x: x["step_s"]) for k, v in rounds[p].items()}, mem_key)
+              for p in precisions}
+    result |= {
+        "precisions": precisions,
+        "targets": {"speedup_vs_hf": ">= 2.0", "se_over_mlm": "<= 1.35", "questions_over_plain_forward": ">= 1.0",
+                    "questions_over_stock_scoring": ">= 1.0"},
         "setup": {"model": a.model, "batch_size": a.batch_size, "block_size": a.block_size, "steps": a.steps,
-                  "warmup": a.warmup, "rounds": a.rounds, "device": a.device, "bf16": a.bf16,
+                  "warmup": a.warmup, "rounds": a.rounds, "device": a.device,
                   "se_options": "hard-token masking, --cap 0.15, alpha 0.1, TLS"},
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch": __import__("torch").__version__, "transformers": __import__("transformers").__version__,
-                    "torch_threads": __import__("torch").get_num_threads(),
+                    "torch_threads": __import__("torch").get_num_threads(), "native_bf16": _native_bf16(a.device),
                     "gpu": _gpu_name() if a.device.startswith("cuda") else None},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "rounds": rounds,
@@ -261,31 +275,77 @@ def main() -> None:
     print(markdown(result))
 
 
+def summarise(best: dict[str, dict], mem_key: str) -> dict:
+    """The ratios of one precision from the fastest round of each kind."""
+    return {
+        "hf_mlm_step_s": best["hf_mlm"]["step_s"],
+        "mlm_step_s": best["mlm"]["step_s"],
+        "se_step_s": best["se"]["step_s"],
+        "questions_tokens_per_s": best["questions"]["tokens_per_s"],
+        "plain_forward_tokens_per_s": best["plain_forward"]["tokens_per_s"],
+        "stock_scoring_tokens_per_s": best["stock_scoring"]["tokens_per_s"],
+        "speedup_vs_hf": best["hf_mlm"]["step_s"] / best["mlm"]["step_s"],
+        "se_over_mlm": best["se"]["step_s"] / best["mlm"]["step_s"],
+        "questions_over_plain_forward": best["questions"]["tokens_per_s"] / best["plain_forward"]["tokens_per_s"],
+        "questions_over_stock_scoring": best["questions"]["tokens_per_s"] / best["stock_scoring"]["tokens_per_s"],
+        "questions_compile_and_warmup_s": best["questions"]["warmup_s"],
+        "encoder_only_step_s": best["encoder_only"]["step_s"],
+        # the most any head-side optimisation can gain over HF: its step over the headless floor
+        "speedup_bound_vs_hf": best["hf_mlm"]["step_s"] / best["encoder_only"]["step_s"],
+        "peak_memory_mb": {k: best[k].get(mem_key) for k in KINDS},
+        "memory_after_setup_mb": {k: best[k].get("rss_after_setup_mb") for k in KINDS}
+        if mem_key == "peak_rss_mb" else None,
+        "optimizers": {k: best[k]["optimizer"] for k in ("hf_mlm", "mlm", "se")},
+    }
+
+
+def _native_bf16(device: str) -> bool:
+    from vegalm.precision import resolve_precision
+
+    return resolve_precision("auto", device) == "bf16"
+
+
 def markdown(r: dict) -> str:
-    s, m = r["setup"], r["peak_memory_mb"]
-    unit = "peak GPU memory" if s["device"].startswith("cuda") else "peak RSS of the process"
-    rows = [
-        ("HF stock MLM step (full logits)", f"{r['hf_mlm_step_s'] * 1000:.0f} ms", f"{m['hf_mlm']:.0f} MB", ""),
-        ("vegalm mlm step (sparse logits)", f"{r['mlm_step_s'] * 1000:.0f} ms", f"{m['mlm']:.0f} MB",
-         f"{r['speedup_vs_hf']:.2f}x faster than HF (target >= 2.0x)"),
-        ("vegalm se step (+ reference pass, TLS)", f"{r['se_step_s'] * 1000:.0f} ms", f"{m['se']:.0f} MB",
-         f"{r['se_over_mlm']:.2f}x the mlm step (target <= 1.35x)"),
-        ("encoder only, no MLM head (the floor)", f"{r['encoder_only_step_s'] * 1000:.0f} ms", f"{m['encoder_only']:.0f} MB",
-         f"bound on any head-side speed-up: {r['speedup_bound_vs_hf']:.2f}x vs HF"),
-        ("self-questioning scoring", f"{r['questions_tokens_per_s']:.0f} tok/s", f"{m['questions']:.0f} MB",
-         f"{r['questions_over_plain_forward']:.2f}x the plain forward (target >= 1.0x)"),
-        ("stock no-grad forward (full logits)", f"{r['plain_forward_tokens_per_s']:.0f} tok/s", f"{m['plain_forward']:.0f} MB", ""),
-    ]
-    out = [f"# Pretraining speed: {s['model']}, batch {s['batch_size']} x {s['block_size']} tokens, {s['device']}"
-           f"{' bf16' if s['bf16'] else ' fp32'}", "",
+    s, precs = r["setup"], r["precisions"]
+    unit = "peak GPU memory" if s["device"].startswith("cuda") else "peak RSS"
+
+    def row(label: str, fmt, ratio=None) -> str:  # noqa: ANN001
+        cells = []
+        for p in precs:
+            x = r[p]
+            cells.append(fmt(x) + (f" ({ratio(x)})" if ratio else ""))
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    def ms(key: str, kind: str):  # noqa: ANN202
+        return lambda x: f"{x[key] * 1000:.0f} ms, {x['peak_memory_mb'][kind]:.0f} MB"
+
+    def tps(key: str, kind: str):  # noqa: ANN202
+        return lambda x: f"{x[key]:.0f} tok/s, {x['peak_memory_mb'][kind]:.0f} MB"
+
+    out = [f"# Pretraining speed: {s['model']}, batch {s['batch_size']} x {s['block_size']} tokens, {s['device']}", "",
            f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores"
-           f"{', ' + r['machine']['gpu'] if r['machine']['gpu'] else ''}; torch {r['machine']['torch']}, "
-           f"transformers {r['machine']['transformers']}. Median of {s['steps']} steps after {s['warmup']} warm-up, "
-           f"fastest of {s['rounds']} interleaved rounds, each measurement in its own process. SE: {s['se_options']}.",
-           "", f"| measurement | time | {unit} | ratio |", "|---|---|---|---|"]
-    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    out += ["", "Optimizers (each recipe's own): " + "; ".join(f"{k}: {v}" for k, v in r["optimizers"].items()),
-            "", f"Command: `{r['command']}`", ""]
+           f"{', ' + r['machine']['gpu'] if r['machine']['gpu'] else ''}; native bf16: {r['machine']['native_bf16']}; "
+           f"torch {r['machine']['torch']}, transformers {r['machine']['transformers']}. Median of {s['steps']} steps "
+           f"after {s['warmup']} warm-up, fastest of {s['rounds']} interleaved rounds, each measurement in its own "
+           f"process; every arm (HF too) at the column's precision. SE: {s['se_options']}. Memory: {unit}.", "",
+           "| measurement | " + " | ".join("fp32" if p == "fp32" else "bf16 autocast" for p in precs) + " |",
+           "|---|" + "---|" * len(precs),
+           row("HF stock MLM step (full logits)", ms("hf_mlm_step_s", "hf_mlm")),
+           row("vegalm mlm step (sparse logits)", ms("mlm_step_s", "mlm"),
+               lambda x: f"{x['speedup_vs_hf']:.2f}x HF; target >= 2.0x"),
+           row("vegalm se step (+ reference pass, TLS)", ms("se_step_s", "se"),
+               lambda x: f"{x['se_over_mlm']:.2f}x mlm; target <= 1.35x"),
+           row("encoder only, no MLM head (the floor)", ms("encoder_only_step_s", "encoder_only"),
+               lambda x: f"bound on head-side speed-up {x['speedup_bound_vs_hf']:.2f}x HF"),
+           row("self-questioning scoring", tps("questions_tokens_per_s", "questions"),
+               lambda x: f"{x['questions_over_plain_forward']:.2f}x plain forward, "
+               f"{x['questions_over_stock_scoring']:.2f}x stock scoring; target >= 1.0x"),
+           row("stock no-grad forward (full logits)", tps("plain_forward_tokens_per_s", "plain_forward")),
+           row("stock scoring (full logits + cross-entropy)", tps("stock_scoring_tokens_per_s", "stock_scoring")),
+           "", "Self-questioning's one-off compile + warm-up: " + ", ".join(
+               f"{p} {r[p]['questions_compile_and_warmup_s']:.0f} s" for p in precs),
+           "", "Optimizers (each recipe's own): " + "; ".join(f"{k}: {v}" for k, v in r[precs[0]]["optimizers"].items()),
+           "", f"Command: `{r['command']}`", ""]
     return "\n".join(out)
 
 

@@ -141,3 +141,25 @@ def test_repeated_hard_positions_count_once():
     x = block(n_text=20, n_pad=0)
     m = hard_mask(x, [5, 5, 9], SPEC, nll=torch.tensor([1.0, 3.0, 2.0]), cap=0.05)  # keep 1
     assert m.mask.nonzero().flatten().tolist() == [5]
+
+
+def test_copy_targets_are_extra_unchanged_targets_and_leave_the_masked_ones_alone():
+    x = block(n_text=200, n_pad=0)
+    plain = random_mask(x, SPEC, generator=torch.Generator().manual_seed(4))
+    m = random_mask(x, SPEC, generator=torch.Generator().manual_seed(4), copy_ratio=0.15)
+    assert torch.equal(m.input_ids, plain.input_ids)  # the corrupted input is the same draw
+    assert int(m.mask.sum()) == 60 and bool((m.mask | ~plain.mask).all())  # 30 masked + 30 copy targets
+    copies = m.mask & ~plain.mask
+    assert torch.equal(m.input_ids[copies], x[copies]) and not copies[0] and not copies[-1]
+
+
+def test_mask_random_keep_shares_follow_the_option():
+    x = block(n_text=400, n_pad=0)
+    g = torch.Generator().manual_seed(0)
+    n = masked = unchanged = 0
+    for _ in range(100):
+        m = random_mask(x, SPEC, generator=g, probs=(0.4, 0.3, 0.3))
+        n += int(m.mask.sum())
+        masked += int((m.input_ids[m.mask] == MASK).sum())
+        unchanged += int((m.input_ids[m.mask] == x[m.mask]).sum())
+    assert abs(masked / n - 0.4) < 0.02 and abs(unchanged / n - 0.3) < 0.02

@@ -180,3 +180,22 @@ def test_resume_after_sigkill_equals_uninterrupted(data, tmp_path):
         for k in want:
             torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6)
         assert _losses(out)[-2:] == _losses(tmp_path / "ref")[-2:]
+
+
+def test_warmup_options_head_only_and_copy_targets(data, tmp_path, capsys):
+    from safetensors.torch import load_file as load
+
+    out = tmp_path / "warm"
+    assert main(args(data, out, "--method", "mlm", "--head-only", "--copy-targets", "0.15",
+                     "--mlm-probs", "0.4,0.3,0.3")) == 0
+    start = load(str(bert_tiny_path() / "model.safetensors"))
+    final = load(str(out / "final" / "model.safetensors"))
+    moved = {k for k in final if k in start and not torch.equal(final[k], start[k])}
+    assert moved and all(("predictions" in k or "lm_head" in k) and "decoder.weight" not in k for k in moved), moved
+    assert "training" in (out / "train.log").read_text() and "encoder and embeddings frozen" in (
+        out / "train.log").read_text()
+    # warm-up options belong to --method mlm; bad shares are clear errors
+    assert main(args(data, tmp_path / "bad", "--method", "se", "--online", "--copy-targets", "0.1")) == 1
+    assert "MLM warm-up options" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "bad2", "--method", "mlm", "--mlm-probs", "0.5,0.5,0.5")) == 1
+    assert "--mlm-probs must be three non-negative shares summing to 1" in capsys.readouterr().err

@@ -143,7 +143,7 @@ class Recipe:
     seed: int = 42
     max_length: int = 128
     task_max_length: dict[str, int] = field(default_factory=dict)  # per task (or NLI source), e.g. {boolq: 256}
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else no | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto: bf16 where the GPU/CPU has it natively, else no | no | bf16 | fp16
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)

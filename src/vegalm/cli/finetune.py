@@ -32,8 +32,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, default=256,
                    help="tokens per sequence; long passages (BoolQ, MultiRC, ReCoRD) are truncated, never the question")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout of the task head")
-    g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
-                   help="autocast precision (bf16/fp16 on GPUs; default no)")
+    g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                   help="autocast precision. auto (default): bf16 on a GPU or CPU that computes bf16 natively "
+                   "(AMX, AVX-512 BF16, Arm bf16), else float32 (no); VEGALM_CPU_BF16=0 pins float32 on CPU. "
+                   "fp16 needs a GPU")
     g.add_argument("--eval-every", type=int, default=0, help="evaluate on val every N steps (always at each epoch end)")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (always at evaluations)")
     g.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
@@ -60,13 +62,14 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace, task: str, data: Path):
     from vegalm.adapt.adversarial import AdversarialConfig
     from vegalm.adapt.finetune import FinetuneOptions
+    from vegalm.precision import resolve_precision
     from vegalm.train import TrainConfig
 
     train = TrainConfig(
         lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum,
         epochs=args.epochs, max_steps=args.max_steps, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
-        eval_every=args.eval_every, save_every=args.save_every, early_stopping=args.early_stopping,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        mixed_precision=resolve_precision(args.mixed_precision), eval_every=args.eval_every, save_every=args.save_every, early_stopping=args.early_stopping,
         seed=args.seed, length_grouped=not args.no_length_grouping, log_every=args.log_every,
         tensorboard=not args.no_tensorboard, progress=not args.no_progress,
     )

@@ -10,7 +10,7 @@ def _questions(args: argparse.Namespace) -> int:
     from vegalm.pretrain.questioning import ScoreConfig, self_question
 
     cfg = ScoreConfig(tau=args.tau, score=args.score, k=args.k, batch_size=args.batch_size,
-                      chunk_blocks=args.chunk_blocks)
+                      chunk_blocks=args.chunk_blocks, precision=args.mixed_precision, compile=args.compile)
     stats = self_question(args.model, args.corpus, args.out, cfg, device=args.device,
                           progress=not args.no_progress, force=args.force)
     pb = stats["per_block_hard_fraction"]
@@ -27,6 +27,16 @@ def _questions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shares(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.8,0.1,0.1, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.8,0.1,0.1, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
 def _train(args: argparse.Namespace) -> int:
     from vegalm.errors import VegaError
     from vegalm.pretrain.loop import SEConfig, pretrain
@@ -35,14 +45,13 @@ def _train(args: argparse.Namespace) -> int:
     missing = [f"--{n}" for n in ("model", "corpus", "out") if not getattr(args, n)]
     if missing:
         raise VegaError(f"vegalm pretrain needs {', '.join(missing)} (see vegalm pretrain --help)")
-    precision = args.mixed_precision
-    if precision == "auto":
-        import torch
+    from vegalm.precision import resolve_precision
 
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    precision = resolve_precision(args.mixed_precision)
     se = SEConfig(method=args.method, model=args.model, corpus=args.corpus, questions=args.questions,
                   masking=args.masking, smoothing=args.smoothing, alpha=args.alpha, tau=args.tau, cap=args.cap,
                   top_up=args.top_up, hard_80_10_10=args.hard_80_10_10, mlm_ratio=args.mlm_ratio,
+                  mlm_probs=tuple(args.mlm_probs), copy_ratio=args.copy_targets, head_only=args.head_only,
                   online=args.online, dropout=args.dropout)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                         max_steps=args.max_steps, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
@@ -75,6 +84,15 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help="hard tokens from each batch's reference pass instead of an index (costs full-vocabulary "
                    "logits at every position in the reference pass)")
     g.add_argument("--mlm-ratio", type=float, default=0.15, help="random masking ratio (mlm, fallback; default 0.15)")
+    g.add_argument("--mlm-probs", type=_shares, default=(0.8, 0.1, 0.1), metavar="M,R,K",
+                   help="mlm: shares of the masked targets replaced by [MASK], a random token, or kept (default "
+                   "0.8,0.1,0.1; a larger keep/random share teaches a fresh head to judge visible tokens)")
+    g.add_argument("--copy-targets", type=float, default=0.0, metavar="RATIO",
+                   help="mlm: also predict RATIO of the unmasked tokens as they are (warm-up for self-questioning's "
+                   "visible score; default 0)")
+    g.add_argument("--head-only", action="store_true",
+                   help="mlm: train only the MLM head (encoder and tied embeddings frozen): the fast warm-up of a "
+                   "fresh head on a trained encoder")
     g.add_argument("--dropout", type=float, default=None, help="override the model's dropout probabilities")
 
 
@@ -89,7 +107,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--max-grad-norm", type=float, default=1.0)
     g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
-                   help="auto: bf16 on a GPU that supports it, else fp32")
+                   help="auto (default): bf16 autocast on a GPU or CPU that computes bf16 natively (AMX, AVX-512 "
+                   "BF16, Arm bf16), else float32 (VEGALM_CPU_BF16=0 pins float32 on CPU)")
     g.add_argument("--save-every", type=int, default=500, help="checkpoint every N optimizer steps (default 500)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--log-every", type=int, default=10)
@@ -140,6 +159,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--batch-size", type=int, default=64, help="blocks per forward (default 64)")
     q.add_argument("--chunk-blocks", type=int, default=1024, help="blocks per durable chunk (resume granularity)")
     q.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    q.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                   help="auto (default): bf16 autocast where the GPU/CPU computes bf16 natively, else float32; "
+                   "under bf16, NLLs near tau are recomputed with the head in float32 (no flipped decisions)")
+    q.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the NLL reduction (one pass over the logits; ~20 s to compile): auto = "
+                   "for corpora of a million tokens or more")
     q.add_argument("--force", action="store_true", help="discard an index of other inputs at --out and start again")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=_questions)

@@ -79,8 +79,6 @@ def budget_train(budget: Any, seed: int, precision: str) -> tuple[dict[str, Any]
 
 
 def resolve_precision(value: str) -> str:
-    if value != "auto":
-        return value
-    import torch
+    from vegalm.precision import resolve_precision as resolve
 
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return resolve(value)

@@ -91,7 +91,8 @@ def questions_step(ctx: StepContext) -> dict[str, Any]:
     from vegalm.pretrain.questioning import ScoreConfig, self_question
 
     c = ctx.step.config
-    cfg = ScoreConfig(tau=c["tau"], score=c["score"], k=c["k"], batch_size=c["batch_size"], chunk_blocks=256)
+    cfg = ScoreConfig(tau=c["tau"], score=c["score"], k=c["k"], batch_size=c["batch_size"], chunk_blocks=256,
+                      precision=c.get("mixed_precision", "no"))
     stats = self_question(resolve_model(ctx, c["model"]), ctx.dep("corpus") / "cache", ctx.dir / "index", cfg,
                           progress=False)
     keep = ("n_blocks", "n_scored_tokens", "n_hard_tokens", "hard_fraction", "per_block_hard_fraction",

@@ -117,7 +117,8 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
             start = model_ref("pretrain/warmup")
         pre = ["corpus"] + (["pretrain/warmup"] if warm else [])
         q = r.pretrain.questions
-        add(Step("pretrain/questions", P.questions_step, {"model": start, **dataclasses.asdict(q)},
+        add(Step("pretrain/questions", P.questions_step, {"model": start, **dataclasses.asdict(q),
+                                                               "mixed_precision": precision},
                  deps=pre, outputs=["index"], kind="questions"))
         se = r.pretrain.se
         train = {"lr": se.lr, "batch_size": se.batch_size, "max_steps": se.steps, "epochs": se.epochs,

@@ -62,6 +62,9 @@ class SEConfig:
     top_up: float | None = None  # add random targets up to this fraction
     hard_80_10_10: bool = False
     mlm_ratio: float = 0.15  # random masking (mlm, fallback, --masking random)
+    mlm_probs: tuple[float, float, float] = (0.8, 0.1, 0.1)  # mask / random token / unchanged (mlm)
+    copy_ratio: float = 0.0  # mlm: extra unchanged tokens as targets (teaches a fresh head its visible token)
+    head_only: bool = False  # train only the MLM head (encoder and tied embeddings frozen)
     online: bool = False
     dropout: float | None = None  # override the model's dropout (tests use 0 to compare runs)
 
@@ -79,6 +82,13 @@ class SEConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 problems.append(f"--{name.replace('_', '-')} must be in (0, 1] (got {v})")
+        probs = tuple(self.mlm_probs)
+        if len(probs) != 3 or any(x < 0 for x in probs) or abs(sum(probs) - 1.0) > 1e-6:
+            problems.append(f"--mlm-probs must be three non-negative shares summing to 1 (got {list(probs)})")
+        if not 0.0 <= self.copy_ratio < 1.0:
+            problems.append(f"--copy-targets must be in [0, 1) (got {self.copy_ratio})")
+        if self.method != "mlm" and (self.copy_ratio or self.head_only or probs != (0.8, 0.1, 0.1)):
+            problems.append("--copy-targets, --head-only and --mlm-probs are MLM warm-up options (--method mlm)")
         if not 0.0 < self.mlm_ratio <= 1.0:
             problems.append(f"--mlm-ratio must be in (0, 1] (got {self.mlm_ratio})")
         needs_index = self.method == "se" and self.masking == "hard" and not self.online
@@ -138,7 +148,8 @@ class Collator:
         for row, (c, b) in zip(ids, features):
             g = block_generator(self.seed, c, b)
             if self.se.method == "mlm" or self.se.masking == "random":
-                m = random_mask(row, self.spec, ratio=self.se.mlm_ratio, generator=g)
+                m = random_mask(row, self.spec, ratio=self.se.mlm_ratio, generator=g,
+                                probs=tuple(self.se.mlm_probs), copy_ratio=self.se.copy_ratio)
             else:
                 pos, nll = self.index.hard(b, self.se.tau)
                 m = hard_mask(row, torch.from_numpy(pos), self.spec, nll=torch.from_numpy(nll), cap=self.se.cap,
@@ -248,6 +259,8 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
         if fresh_mlm_head(mlm) and se.method == "se" and se.online and se.cap is None:
             log.warning("%s has a fresh MLM head: online self-questioning will mark nearly every token hard; "
                         "use --cap (e.g. 0.15) or warm up with --method mlm first", se.model)
+        if se.head_only:
+            freeze_all_but_head(mlm)
         model = SparseMLM(mlm)
         global_batch = train.batch_size * train.grad_accum * acc.num_processes
         if train.max_steps:
@@ -275,6 +288,25 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
         return summary
     finally:
         detach_log(handler)
+
+
+def freeze_all_but_head(mlm: torch.nn.Module) -> int:
+    """Freeze the encoder (and the input embeddings a tied decoder shares); returns trainable params.
+
+    A fresh MLM head on a trained encoder (MiniLM, sentence encoders) learns to read the hidden
+    states much faster alone, at a learning rate the encoder would not survive."""
+    from vegalm.pretrain.mlm_head import find_head
+
+    head = find_head(mlm)
+    if not isinstance(head, torch.nn.Module):
+        raise VegaError(f"{type(mlm).__name__}: --head-only needs the MLM head as one module")
+    keep = {id(p) for p in head.parameters()} - {id(p) for p in mlm.get_input_embeddings().parameters()}
+    n = 0
+    for p in mlm.parameters():
+        p.requires_grad_(id(p) in keep)
+        n += p.numel() if id(p) in keep else 0
+    log.info("--head-only: training %d parameters of the MLM head; encoder and embeddings frozen", n)
+    return n
 
 
 def _check_index(index: QuestionIndex, corpus: BlockCorpus, se: SEConfig) -> None:

@@ -91,14 +91,23 @@ def random_mask(
     ratio: float = 0.15,
     probs: tuple[float, float, float] = (0.8, 0.1, 0.1),
     generator: torch.Generator | None = None,
+    copy_ratio: float = 0.0,
 ) -> Masked:
-    """BERT masking of one block: ``round(ratio * maskable)`` positions, 80/10/10."""
+    """BERT masking of one block: ``round(ratio * maskable)`` positions, 80/10/10.
+
+    ``copy_ratio`` adds that fraction of the other maskable positions as *copy targets*: left
+    unchanged in the input but predicted, so the head learns to read the token it sees, which
+    is what self-questioning's visible score asks of it (a warm-up for fresh heads)."""
     candidates = spec.maskable(input_ids).nonzero().flatten()
     k = _count(ratio, candidates.numel())
-    chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:k]]
+    perm = torch.randperm(candidates.numel(), generator=generator)
+    chosen = candidates[perm[:k]]
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     mask[chosen] = True
-    return Masked(_corrupt(input_ids, chosen.sort().values, spec, generator, probs), mask, RANDOM)
+    corrupted = _corrupt(input_ids, chosen.sort().values, spec, generator, probs)
+    if copy_ratio > 0 and candidates.numel() > k:
+        mask[candidates[perm[k:k + _count(copy_ratio, candidates.numel())]]] = True  # targets, input unchanged
+    return Masked(corrupted, mask, RANDOM)
 
 
 def select_hard(

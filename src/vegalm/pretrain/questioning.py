@@ -42,24 +42,56 @@ class ScoreConfig:
     k: int = 7
     batch_size: int = 64
     chunk_blocks: int = 1024  # blocks per durable chunk (progress is recorded after each)
+    precision: str = "auto"  # auto | no | bf16 | fp16 (vegalm.precision)
+    compile: str = "auto"  # auto | on | off: torch.compile the NLL reduction (auto: corpora >= COMPILE_MIN_TOKENS)
+
+
+# Compiling the reduction costs ~20 s once; it pays from about a million scored tokens on CPU.
+COMPILE_MIN_TOKENS = 1_000_000
 
 
 def maskable_of(ids: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
     return ~torch.isin(ids, torch.tensor(special_ids, device=ids.device))
 
 
+# Under bf16 autocast the head's logits carry bf16 rounding: own-token NLLs moved by at most 9%
+# of their value against float32 (BERT-tiny on wiki, same hidden states; tests/test_bf16.py). Rows
+# within REFINE_REL of tau are scored again with the head in float32, so bf16 never flips a
+# hard/easy decision that float32 head arithmetic would make on the same encoder output.
+REFINE_REL = 0.15
+
+
+def _own_nll(model: SparseMLM, inputs: torch.Tensor, ids: torch.Tensor, am: torch.Tensor, pos: torch.Tensor,
+             tau: float | None) -> torch.Tensor:
+    """NLL of the true ``ids`` at ``pos`` given ``inputs`` (``ids`` itself, or ``ids`` with ``pos``
+    masked); under autocast, rows near ``tau`` are recomputed with the head in float32."""
+    nll, hidden = model(input_ids=inputs, attention_mask=am, positions=pos, targets=ids[pos], return_hidden=True)
+    nll = nll.float()
+    if tau is None or not torch.is_autocast_enabled(ids.device.type):
+        return nll
+    near = (nll - tau).abs() <= REFINE_REL * torch.clamp(nll, min=tau) + 1e-4
+    if near.any():
+        rows = pos.nonzero()[near]  # (block, position) of each row to refine, row-major like nll
+        sel = torch.zeros_like(pos)
+        sel[rows[:, 0], rows[:, 1]] = True
+        with torch.autocast(ids.device.type, enabled=False):
+            nll[near] = model(hidden=hidden.float(), positions=sel, targets=ids[sel]).float()
+    return nll
+
+
 @torch.inference_mode()
 def score_batch(model: SparseMLM, ids: torch.Tensor, special_ids: list[int], mask_id: int, pad_id: int,
-                score: str = "visible", k: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+                score: str = "visible", k: int = 7, tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Own-token NLL of every maskable position of ``ids [B, L]``: returns (maskable [B,L], nll [B,L]).
 
-    Non-maskable entries of ``nll`` are 0 and must be ignored (use the mask).
+    Non-maskable entries of ``nll`` are 0 and must be ignored (use the mask). With ``tau`` and
+    bf16 autocast, NLLs near ``tau`` are recomputed with the head in float32 (REFINE_REL).
     """
     am = (ids != pad_id).long()
     maskable = maskable_of(ids, special_ids) & am.bool()
     nll = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     if score == "visible":
-        nll[maskable] = model(input_ids=ids, attention_mask=am, positions=maskable, targets=ids[maskable]).float()
+        nll[maskable] = _own_nll(model, ids, ids, am, maskable, tau)
     elif score == "contextual":
         col = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         for j in range(k):
@@ -67,7 +99,7 @@ def score_batch(model: SparseMLM, ids: torch.Tensor, special_ids: list[int], mas
             if not pos.any():
                 continue
             masked = ids.masked_fill(pos, mask_id)
-            nll[pos] = model(input_ids=masked, attention_mask=am, positions=pos, targets=ids[pos]).float()
+            nll[pos] = _own_nll(model, masked, ids, am, pos, tau)
     else:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     return maskable, nll
@@ -106,6 +138,8 @@ def run_questions(
     if writer.blocks_done:
         log.info("resuming self-questioning at block %d of %d", writer.blocks_done, len(corpus))
     model.eval().to(device)
+    model.compiled_nll = cfg.compile == "on" or (
+        cfg.compile == "auto" and (len(corpus) - writer.blocks_done) * corpus.block_size >= COMPILE_MIN_TOKENS)
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else _null()
     bar = tqdm(total=len(corpus), initial=writer.blocks_done, unit="block", desc="questions", disable=not progress)
     for c0, c1 in _batches(writer.blocks_done, len(corpus), cfg.chunk_blocks):
@@ -114,7 +148,7 @@ def run_questions(
             ids = torch.from_numpy(np.asarray(corpus.tokens[b0:b1], dtype=np.int64)).to(device)
             with amp:
                 maskable, nll = score_batch(model, ids, tok["special_ids"], tok["mask_id"], tok["pad_id"],
-                                            cfg.score, cfg.k)
+                                            cfg.score, cfg.k, tau=cfg.tau)
             hard = maskable & (nll > cfg.tau)
             counts.append(hard.sum(1).cpu())
             scored.append(maskable.sum(1).cpu())
@@ -154,13 +188,18 @@ class _null:
         return None
 
 
-def pick_device(device: str | None = None) -> tuple[torch.device, torch.dtype | None]:
-    """The device to score on and its autocast dtype: bf16 on a GPU that has it, else float32."""
+def pick_device(device: str | None = None, precision: str = "auto") -> tuple[torch.device, str]:
+    """The device to score on and the resolved precision (vegalm.precision: bf16 where native)."""
+    from vegalm.errors import VegaError
+    from vegalm.precision import resolve_precision
+
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return dev, amp
+    resolved = resolve_precision(precision, dev.type)
+    if resolved == "fp16" and dev.type != "cuda":
+        raise VegaError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
+    return dev, resolved
 
 
 def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg: ScoreConfig, *,
@@ -170,6 +209,8 @@ def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg
     from vegalm.data.corpus import open_corpus
     from vegalm.errors import VegaError
 
+    if cfg.compile not in ("auto", "on", "off"):
+        raise VegaError(f"--compile must be auto, on or off, not {cfg.compile!r}")
     if cfg.score not in SCORES:
         raise VegaError(f"--score must be one of {', '.join(SCORES)}, not {cfg.score!r}")
     if cfg.tau < 0 or cfg.k < 1 or cfg.batch_size < 1:
@@ -178,7 +219,12 @@ def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg
     corpus.check_tokenizer(load_tokenizer(model_name), model_name)
     mlm = load_mlm(model_name)
     fresh = fresh_mlm_head(mlm)
-    dev, amp = pick_device(device)
-    identity = {"model": model_name, "model_path": resolve_model_path(model_name)}
+    from vegalm.precision import autocast_dtype
+
+    dev, precision = pick_device(device, cfg.precision)
+    log.info("self-questioning on %s in %s", dev, "float32" if precision == "no" else f"{precision} autocast "
+             f"(float32 head for NLLs within {REFINE_REL:.0%} of tau)")
+    # The precision is part of the index's identity: a bf16 and a float32 index are not mixed on resume.
+    identity = {"model": model_name, "model_path": resolve_model_path(model_name), "precision": precision}
     return run_questions(SparseMLM(mlm), corpus, out, cfg, identity=identity, fresh_head=fresh, device=dev,
-                         autocast_dtype=amp, progress=progress, force=force)
+                         autocast_dtype=autocast_dtype(precision), progress=progress, force=force)
