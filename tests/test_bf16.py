@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from pretrain_fixtures import bert_tiny_path, write_text_corpus
 from transfer_fixtures import common_args, run_cli, write_tiny_data
-
 from vegalm.cli import main
 from vegalm.data.corpus import build_corpus, open_corpus
 from vegalm.precision import cpu_has_bf16, resolve_precision

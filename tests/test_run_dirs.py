@@ -14,11 +14,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from pretrain_fixtures import bert_tiny_path, write_text_corpus
 from transfer_fixtures import common_args, run_cli, write_tiny_data
-
 from vegalm.errors import VegaError
-from vegalm.train.runs import MARKER, check_target_dir, is_run_dir, lock_run_dir, prepare_run_dir, unlock_run_dir
+from vegalm.train.runs import (
+    MARKER,
+    check_target_dir,
+    is_run_dir,
+    lock_run_dir,
+    prepare_run_dir,
+    unlock_run_dir,
+)
 
 
 def _project(root: Path) -> Path:
