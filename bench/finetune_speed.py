@@ -171,25 +171,30 @@ def run_arm(arm: str, argv: list[str]) -> dict:
 
 
 def markdown(res: dict) -> str:
-    o, b = res["ours"], res["baseline"]
-    rows = [("examples/s (training)", f"{o['examples_per_s']:.1f}", f"{b['examples_per_s']:.1f}"),
-            ("training wall time (s)", f"{o['train_seconds']:.0f}", f"{b['train_seconds']:.0f}"),
-            ("RTE val accuracy", f"{o['accuracy']:.2f} (best ckpt; final {o['final_accuracy']:.2f})",
-             f"{b['accuracy']:.2f} (final)"),
-            ("peak RSS (MB)", f"{o['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}")]
-    if "peak_cuda_mb" in o:
-        rows.append(("peak CUDA memory (MB)", f"{o['peak_cuda_mb']:.0f}", f"{b['peak_cuda_mb']:.0f}"))
     s = res["settings"]
     lines = ["# Fine-tuning speed: `vegalm finetune` vs HF Trainer padded to max length", "",
              f"RTE, {s['model']}, batch {s['batch_size']}, max length {s['max_length']}, {s['epochs']} epoch(s), "
-             f"lr {s['lr']}, seed {s['seed']}, precision {s['mixed_precision']}, budget `{s['budget']}` "
-             f"({s['train_examples']} train examples).",
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in res["machine"].items()) + ".", "",
-             "| | vegalm finetune | HF Trainer (pad to 256) |", "|---|---|---|"]
-    lines += [f"| {a} | {x} | {y} |" for a, x, y in rows]
-    lines += ["", f"Throughput ratio: **{res['ratio']:.2f}x** (target >= 2.5x); accuracy difference "
-              f"{res['ours_accuracy'] - res['baseline_accuracy']:+.2f} points (target within 1).",
-              "", f"Command: `{res['command']}`"]
+             f"lr {s['lr']}, seed {s['seed']}, budget `{s['budget']}` ({s['train_examples']} train examples); both "
+             "arms at each precision (no = float32, bf16 = bf16 autocast).",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in res["machine"].items()) + ".", ""]
+    for prec in res["precisions"]:
+        r = res[prec]
+        o, b = r["ours"], r["baseline"]
+        rows = [("examples/s (training)", f"{o['examples_per_s']:.1f}", f"{b['examples_per_s']:.1f}"),
+                ("training wall time (s)", f"{o['train_seconds']:.0f}", f"{b['train_seconds']:.0f}"),
+                ("RTE val accuracy", f"{o['accuracy']:.2f} (best ckpt; final {o['final_accuracy']:.2f})",
+                 f"{b['accuracy']:.2f} (final)"),
+                ("peak RSS (MB)", f"{o['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}")]
+        if "peak_cuda_mb" in o:
+            rows.append(("peak CUDA memory (MB)", f"{o['peak_cuda_mb']:.0f}", f"{b['peak_cuda_mb']:.0f}"))
+        lines += [f"## precision {prec}", "", "| | vegalm finetune | HF Trainer (pad to 256) |", "|---|---|---|"]
+        lines += [f"| {a} | {x} | {y} |" for a, x, y in rows]
+        lines += ["", f"Throughput ratio: **{r['ratio']:.2f}x** (target >= 4.0x); accuracy difference "
+                  f"{r['ours_accuracy'] - r['baseline_accuracy']:+.2f} points.", ""]
+    if "no" in res["precisions"] and "bf16" in res["precisions"]:
+        lines += [f"bf16 over float32: vegalm {res['bf16']['ours_examples_per_s'] / res['no']['ours_examples_per_s']:.2f}x, "
+                  f"HF Trainer {res['bf16']['baseline_examples_per_s'] / res['no']['baseline_examples_per_s']:.2f}x.", ""]
+    lines += [f"Command: `{res['command']}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -202,7 +207,10 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--precisions", default=None,
+                   help="comma list of no,bf16,fp16: both arms at each (default: no,bf16 where the device computes "
+                   "bf16 natively, else no)")
+    p.add_argument("--mixed-precision", default="no", help=argparse.SUPPRESS)  # one arm's precision (children)
     p.add_argument("--work", default=str(REPO / "runs" / "bench-finetune-speed"), help="scratch runs (git-ignored)")
     p.add_argument("--out", type=Path, default=RESULTS / "finetune_speed.json")
     p.add_argument("--arm", choices=("ours", "baseline"), help=argparse.SUPPRESS)
@@ -222,16 +230,27 @@ def main() -> int:
     argv = list(sys.argv[1:])
     if "--work" not in argv:
         argv += ["--work", args.work]
-    ours, baseline = run_arm("ours", argv), run_arm("baseline", argv)
+    if args.precisions:
+        precisions = args.precisions.split(",")
+    else:
+        from vegalm.precision import resolve_precision
+
+        precisions = ["no", "bf16"] if resolve_precision("auto") == "bf16" else ["no"]
+    argv = [x for i, x in enumerate(argv) if x != "--precisions" and (i == 0 or argv[i - 1] != "--precisions")]
     train_examples = args.max_train or 2490
-    res = {
-        "ours_examples_per_s": ours["examples_per_s"], "baseline_examples_per_s": baseline["examples_per_s"],
-        "ratio": ours["examples_per_s"] / baseline["examples_per_s"],
-        "ours_accuracy": ours["accuracy"], "baseline_accuracy": baseline["accuracy"],
-        "ours": ours, "baseline": baseline,
+    res: dict = {"precisions": precisions}
+    for prec in precisions:
+        sub = [*argv, "--mixed-precision", prec]
+        ours, baseline = run_arm("ours", sub), run_arm("baseline", sub)
+        res[prec] = {
+            "ours_examples_per_s": ours["examples_per_s"], "baseline_examples_per_s": baseline["examples_per_s"],
+            "ratio": ours["examples_per_s"] / baseline["examples_per_s"],
+            "ours_accuracy": ours["accuracy"], "baseline_accuracy": baseline["accuracy"],
+            "ours": ours, "baseline": baseline}
+    res |= {
         "settings": {"budget": args.budget, "model": args.model, "batch_size": args.batch_size,
                      "max_length": args.max_length, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-                     "mixed_precision": args.mixed_precision, "train_examples": train_examples},
+                     "train_examples": train_examples},
         "machine": machine(),
         "command": " ".join([".venv/bin/python", "bench/finetune_speed.py", *sys.argv[1:]]),
     }
