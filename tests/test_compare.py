@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from finetune_fixtures import make_superglue
 
+from finetune_fixtures import make_superglue
 from vegalm.cli import main
 from vegalm.data.superglue import get_task, read_split
 from vegalm.errors import VegaError
