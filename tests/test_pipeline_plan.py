@@ -44,7 +44,9 @@ def test_full_recipe_steps_and_skips(tmp_path: Path) -> None:
     assert "no ReCoRD/ folder" in p.skipped["record"]
     assert "BoolQ (val split)" in p.choices["boolq"]  # no BoolQ/train.jsonl: DATA.md's fixed split
     assert next(s for s in p.steps if s.name == "finetune/boolq").config["boolq_val_split"] is True
-    assert "no trained MLM head" in p.choices["warmup"]
+    assert "until at most 40% of the tokens are hard" in p.choices["warmup"]
+    warm = next(s for s in p.steps if s.name == "pretrain/warmup").config
+    assert warm["probe"]["when"] == "auto" and warm["regime"]["copy_ratio"] == 0.15
     # the NLI candidate has no nli/ folder here, BoolQ no train file: both skipped with the reason
     assert "source nli:mnli" in p.skipped and "source boolq" in p.skipped
     rank_cb = next(s for s in p.steps if s.name == "rank/cb")
@@ -75,7 +77,9 @@ def test_baseline_is_scored_on_the_same_val_examples_as_the_recipe(tmp_path: Pat
 
 def test_trained_head_no_warmup_and_pretraining_off(tmp_path: Path) -> None:
     data = _data(tmp_path / "sg", FULL)
-    p = plan(_recipe(tmp_path, "model: bert-tiny\n"), data)
+    # auto probes every head (bert-tiny's SPLADE head is trained, but not to read visible tokens)
+    assert "pretrain/warmup" in _names(plan(_recipe(tmp_path, "model: bert-tiny\n"), data))
+    p = plan(_recipe(tmp_path, "model: bert-tiny\npretrain: {warmup: {when: fresh_head}}\n"), data)
     assert "pretrain/warmup" not in _names(p) and "ships a trained MLM head" in p.choices["warmup"]
     p = plan(_recipe(tmp_path, "model: bert-tiny\npretrain: {enabled: false}\n"), data)
     assert not [n for n in _names(p) if n.startswith(("corpus", "pretrain"))]

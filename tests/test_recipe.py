@@ -47,7 +47,7 @@ def test_wrong_types_and_values_are_all_reported(tmp_path: Path) -> None:
     assert any(":4: transfer.mode: 'distil' is not one of kd, vanilla" in m for m in lines)
     assert any(":7: pretrain.se.lr: must be > 0 (got -1.0)" in m for m in lines)
     assert any(":8: pretrain.se.cap: 'lots' must be auto, none or a ratio" in m for m in lines)
-    assert any(":10: pretrain.warmup.when: 'sometimes' is not one of fresh_head, always, never" in m for m in lines)
+    assert any(":10: pretrain.warmup.when: 'sometimes' is not one of auto, fresh_head, always, never" in m for m in lines)
 
 
 def test_task_names_and_lists(tmp_path: Path) -> None:

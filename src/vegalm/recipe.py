@@ -51,12 +51,23 @@ class CorpusSpec:
 
 @dataclass
 class WarmupSpec:
-    """Random-masking MLM before self-questioning, for a backbone without a trained MLM head."""
+    """MLM warm-up before self-questioning, until the head reads its own visible tokens.
 
-    when: str = "fresh_head"  # fresh_head | always | never
-    steps: int = 200
+    ``auto``: probe the starting model's hard fraction (visible score, the questions' tau) on
+    ``probe_blocks`` corpus blocks; while it is above ``target_hard``, train ``check_every``
+    more steps of the warm-up regime (up to ``steps``) and probe again (bench/hard_fraction.md
+    chose the regime). ``fresh_head``: a fixed ``steps`` warm-up when the head is fresh."""
+
+    when: str = "auto"  # auto | fresh_head | always | never
+    steps: int = 200  # at most
     lr: float = 1e-4
     batch_size: int = 16
+    target_hard: float = 0.4  # the paper's regime: at most this share of tokens hard
+    check_every: int = 50
+    probe_blocks: int = 64
+    copy_targets: float = 0.15  # unchanged tokens as extra targets (teaches the visible score)
+    mlm_probs: list = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    head_only: bool = False
 
 
 @dataclass
@@ -160,7 +171,7 @@ class Recipe:
 
 CHOICES = {
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "pretrain.warmup.when": ("fresh_head", "always", "never"),
+    "pretrain.warmup.when": ("auto", "fresh_head", "always", "never"),
     "pretrain.questions.score": ("visible", "contextual"),
     "pretrain.se.smoothing": ("tls", "uniform", "none"),
     "finetune.boolq_val_split": ("auto", "never"),

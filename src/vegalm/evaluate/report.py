@@ -197,7 +197,11 @@ def _questions_section(runs, labels, fig_dir: Path) -> list[Block]:
                      f"{q['hard_fraction']:.1%}", f"{pb['p10']:.0%} / {pb['median']:.0%} / {pb['p90']:.0%}",
                      q["blocks_without_hard_tokens"], "yes" if q.get("uninformative") else "no",
                      ", ".join(f"{t}: {f:.0%}" for t, f in q.get("hard_fraction_at_tau", {}).items())])
-        blocks += [("p", f"**{label}**: {run['choices'].get('warmup', '')}. SE masking: {se.get('cap_choice', 'n/a')}.")]
+        warm = run["pretrain"].get("warmup", {})
+        probe = ", ".join(f"{p['hard_fraction']:.0%} at step {p['step']}" for p in warm.get("probe_curve", []))
+        blocks += [("p", f"**{label}**: {run['choices'].get('warmup', '')}"
+                    + (f" Warm-up probe (hard fraction): {probe}; {warm.get('outcome', '')}." if probe else ".")
+                    + f" SE regime: **{se.get('regime', 'n/a')}** ({se.get('cap_choice', 'n/a')}).")]
     if not rows:
         return blocks + [("p", "No self-questioning in these runs (pretraining disabled).")]
     blocks.append(("table", ["run", "score", "τ", "blocks", "tokens scored", "hard", "per block p10/median/p90",

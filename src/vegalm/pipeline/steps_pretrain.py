@@ -81,10 +81,68 @@ def _pretrain(ctx: StepContext, method: str, model: str, train: dict[str, Any], 
 
 
 def warmup_step(ctx: StepContext) -> dict[str, Any]:
-    """Random-masking MLM that trains a fresh head to read its own visible tokens (VEGA.md caveats)."""
+    """MLM warm-up that teaches the head to read its own visible tokens (VEGA.md caveats).
+
+    ``when: auto`` probes the hard fraction first and after every ``check_every`` steps, and
+    stops as soon as it is at most ``target_hard`` (no training at all for a head that is already
+    informative); each round continues from the previous round's model. The curve, the regime
+    and the outcome are recorded in the step's summary (results.json, the report)."""
+    from vegalm.backbones import resolve_model_path
+    from vegalm.pretrain.loop import SEConfig, pretrain
+    from vegalm.pretrain.questioning import probe_hard_fraction
+
     c = ctx.step.config
-    out = _pretrain(ctx, "mlm", c["model"], c["train"])
-    return out | {"reason": c["reason"]}
+    regime, probe = c.get("regime", {}), c.get("probe", {"when": "fresh_head"})
+    corpus = ctx.dep("corpus") / "cache"
+    if probe.get("when") != "auto":  # a fixed warm-up of train.max_steps
+        out = _pretrain(ctx, "mlm", c["model"], c["train"], **_regime_kw(regime))
+        return out | {"reason": c["reason"], "regime": regime}
+    precision = c["train"].get("mixed_precision", "no")
+
+    def measure(model: str) -> float:
+        return probe_hard_fraction(model, corpus, tau=probe["tau"], blocks=probe["blocks"], precision=precision)
+
+    current, done, rounds = resolve_model(ctx, c["model"]), 0, 0
+    curve = [{"step": 0, "hard_fraction": measure(current)}]
+    log.info("warm-up probe: %.1f%% of the tokens hard at tau %s before any warm-up", 100 * curve[0]["hard_fraction"],
+             probe["tau"])
+    while curve[-1]["hard_fraction"] > probe["target_hard"] and done < c["train"]["max_steps"]:
+        n = min(probe["check_every"], c["train"]["max_steps"] - done)
+        round_dir = ctx.dir / f"round-{rounds:02d}"
+        se = SEConfig(method="mlm", model=current, corpus=str(corpus), **_regime_kw(regime))
+        pretrain(se, train_config({**c["train"], "max_steps": n, "seed": c["train"]["seed"] + rounds},
+                                  length_grouped=False), round_dir / "run")
+        current, done, rounds = str(round_dir / "run" / "final"), done + n, rounds + 1
+        curve.append({"step": done, "hard_fraction": measure(current)})
+        log.info("warm-up probe: %.1f%% hard after %d steps", 100 * curve[-1]["hard_fraction"], done)
+    _publish(Path(resolve_model_path(current)), ctx.dir / "run" / "final")
+    frac = curve[-1]["hard_fraction"]
+    outcome = (f"informative: {frac:.1%} of the probed tokens hard after {done} warm-up steps" if frac <= probe[
+        "target_hard"] else f"still {frac:.1%} hard after the {done}-step maximum: SE falls back to the cap")
+    return {"method": "mlm", "global_step": done, "reason": c["reason"], "regime": regime, "probe_curve": curve,
+            "outcome": outcome, "informative": frac <= probe["target_hard"]}
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of the model folder ``src`` (hard links where the file system allows)."""
+    import os
+    import shutil
+
+    from vegalm.io import atomic_dir
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    with atomic_dir(dst) as tmp:
+        shutil.copytree(src, tmp, copy_function=link, dirs_exist_ok=True)
+
+
+def _regime_kw(regime: dict[str, Any]) -> dict[str, Any]:
+    return {"copy_ratio": regime.get("copy_ratio", 0.0), "mlm_probs": tuple(regime.get("mlm_probs", (0.8, 0.1, 0.1))),
+            "head_only": regime.get("head_only", False)}
 
 
 def questions_step(ctx: StepContext) -> dict[str, Any]:
@@ -121,8 +179,15 @@ def se_step(ctx: StepContext) -> dict[str, Any]:
     c = ctx.step.config
     stats = ctx.dep_summary("pretrain/questions")
     cap, why = choose_cap(c["se"], stats)
-    log.info("SE masking: %s", why)
+    regime = "paper: the index's hard tokens, no cap" if cap is None else (
+        "auto-cap (last resort): the index is not informative" if c["se"]["cap"] == "auto" else f"cap {cap} (recipe)")
+    if cap is not None and c["se"]["cap"] == "auto":
+        log.warning("\n%s\n!! SE RUNS UNDER THE AUTO-CAP, NOT THE PAPER'S REGIME: %s.\n!! Raise "
+                    "pretrain.warmup.steps (or check the warm-up probe in results.json) to reach an informative "
+                    "index.\n%s", "!" * 78, why, "!" * 78)
+    else:
+        log.info("SE masking: %s", why)
     out = _pretrain(ctx, "se", resolve_model(ctx, c["model"]), c["train"],
                     questions=str(ctx.dep("pretrain/questions") / "index"), alpha=c["se"]["alpha"],
                     smoothing=c["se"]["smoothing"], cap=cap, top_up=c["se"]["top_up"] or None)
-    return out | {"cap_choice": why, "hard_fraction": stats["hard_fraction"]}
+    return out | {"cap_choice": why, "hard_fraction": stats["hard_fraction"], "regime": regime}

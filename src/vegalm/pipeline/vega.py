@@ -57,6 +57,10 @@ def _warmup_needed(r: Recipe) -> tuple[bool, str]:
     when = r.pretrain.warmup.when
     if when == "never" or r.pretrain.warmup.steps == 0:
         return False, "MLM warm-up off (recipe)"
+    if when == "auto":
+        w = r.pretrain.warmup
+        return True, (f"MLM warm-up until at most {w.target_hard:.0%} of the tokens are hard (probed every "
+                      f"{w.check_every} steps, at most {w.steps})")
     if when == "always":
         return True, f"MLM warm-up of {r.pretrain.warmup.steps} steps (recipe: always)"
     has_head = backbone_info(r.model).get("has_mlm_head")
@@ -112,7 +116,11 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
             w = r.pretrain.warmup
             train = {"lr": w.lr, "batch_size": w.batch_size, "max_steps": w.steps, "seed": r.seed,
                      "mixed_precision": precision, "save_every": max(10, w.steps // 4)}
-            add(Step("pretrain/warmup", P.warmup_step, {"model": r.model, "train": train, "reason": why},
+            regime = {"copy_ratio": w.copy_targets, "mlm_probs": list(w.mlm_probs), "head_only": w.head_only}
+            probe = {"when": w.when, "target_hard": w.target_hard, "check_every": w.check_every,
+                     "blocks": w.probe_blocks, "tau": r.pretrain.questions.tau}
+            add(Step("pretrain/warmup", P.warmup_step, {"model": r.model, "train": train, "reason": why,
+                                                         "regime": regime, "probe": probe},
                      deps=["corpus"], outputs=["run/final"], kind="pretrain"))
             start = model_ref("pretrain/warmup")
         pre = ["corpus"] + (["pretrain/warmup"] if warm else [])

@@ -202,6 +202,30 @@ def pick_device(device: str | None = None, precision: str = "auto") -> tuple[tor
     return dev, resolved
 
 
+def probe_hard_fraction(model_name: str, corpus_path: str | Path, *, tau: float = 0.1, blocks: int = 64,
+                        precision: str = "auto", batch_size: int = 16) -> float:
+    """The visible-score hard fraction of ``model_name`` on the first ``blocks`` blocks of a corpus:
+    a cheap check of whether self-questioning would be informative (no index written)."""
+    from vegalm.backbones import load_mlm
+    from vegalm.data.corpus import open_corpus
+    from vegalm.precision import autocast_dtype
+
+    corpus = open_corpus(corpus_path)
+    tok = corpus.tokenizer
+    dev, precision = pick_device("cpu" if not torch.cuda.is_available() else None, precision)
+    model = SparseMLM(load_mlm(model_name)).eval().to(dev)
+    dt = autocast_dtype(precision)
+    amp = torch.autocast(dev.type, dtype=dt) if dt else _null()
+    hard = scored = 0
+    for b0, b1 in _batches(0, min(blocks, len(corpus)), batch_size):
+        ids = torch.from_numpy(np.asarray(corpus.tokens[b0:b1], dtype=np.int64)).to(dev)
+        with amp:
+            maskable, nll = score_batch(model, ids, tok["special_ids"], tok["mask_id"], tok["pad_id"], tau=tau)
+        hard += int((maskable & (nll > tau)).sum())
+        scored += int(maskable.sum())
+    return hard / max(scored, 1)
+
+
 def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg: ScoreConfig, *,
                   device: str | None = None, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """`vegalm pretrain questions`: load the starting model, score the corpus, write the index."""
