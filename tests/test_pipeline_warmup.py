@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from pretrain_fixtures import bert_tiny_path, write_text_corpus
 
+from pretrain_fixtures import bert_tiny_path, write_text_corpus
 from vegalm.pipeline import steps_pretrain as P
 from vegalm.pipeline.runner import Step, StepContext
 
