@@ -124,7 +124,11 @@ def test_nli_source_and_multiple_choice_target(data, tmp_path, capsys):
     assert rc == 0 and "accuracy" in out
     meta_task = load_prompt_model(tmp_path / "mnli")[2]
     assert (meta_task["task"], meta_task["head_task"]) == ("nli:mnli", "cb")
-    assert not (tmp_path / "mnli" / "predictions" / "val.jsonl").exists()  # no leaderboard file for a source
+    # a source's val predictions in its head task's format, so that `vegalm compare` can pair NLI runs
+    from vegalm.evaluate.compare import load_arm
+
+    arm = load_arm(tmp_path / "mnli")
+    assert list(arm) == [("nli:mnli", 42)] and len(arm["nli:mnli", 42].table.keys) == 7
     rc, _, _ = run_cli(["prompt-tune", "--task", "copa", "--out", tmp_path / "copa", *common_args(data)], capsys)
     assert rc == 0
     lines = (tmp_path / "copa" / "predictions" / "val.jsonl").read_text().splitlines()

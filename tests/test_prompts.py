@@ -263,3 +263,28 @@ def test_find_backbone_on_task_model():
     enc = tiny_mpnet()
     model = TaskModel(enc, "rte")
     assert find_backbone(model) is enc and find_backbone(enc) is enc
+
+
+def test_p_tuning_v2_parity_options():
+    import torch
+
+    from vegalm.adapt.heads import LinearHead, TaskModel
+    from vegalm.adapt.prompts import DeepPrompt
+    from vegalm.backbones import load_encoder
+    from vegalm.train import TrainConfig
+    from vegalm.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    prompt = DeepPrompt(2, 2, 8, 4, reparam_hidden=16, dropout=0.5)
+    assert prompt.embedding.std().item() < 0.05  # N(0, 0.02), not nn.Embedding's N(0, 1)
+    prompt.train()
+    k1, _ = prompt.layer(0)
+    k2, _ = prompt.layer(0)
+    assert not torch.equal(k1, k2)  # prefix dropout while training
+    prompt.eval()
+    assert torch.equal(prompt.layer(0)[0], prompt.layer(0)[0]) and prompt.config()["dropout"] == 0.5
+    model = TaskModel(load_encoder("bert-tiny"), "cb", head="linear")
+    assert isinstance(model.head, LinearHead) and sum(p.numel() for p in model.head.parameters()) == 128 * 3 + 3
+    opt = build_optimizer(model, TrainConfig(lr=7e-3, weight_decay=0.0, lr_groups={"head.": 1e-3}))
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(model.head.out_proj.weight)] == 1e-3 and lrs[id(model.encoder.embeddings.word_embeddings.weight)] == 7e-3

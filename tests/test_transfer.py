@@ -14,6 +14,7 @@ from transfer_fixtures import common_args, run_cli, write_tiny_data
 from vegalm.adapt.prompt_tuning import PromptOptions, build_model, load_prompt_model, prompt_file
 from vegalm.adapt.prompts import load_prompt
 from vegalm.adapt.transfer import KDObjective, kd_loss, resolve_lambda
+from vegalm.errors import VegaError
 
 pytest.importorskip("cognition")
 
@@ -65,11 +66,22 @@ def test_kd_loss_leaves_padded_choices_out():
     assert torch.allclose(mse, torch.tensor((1 + 1 + 0 + 1 + 4) / 5))
 
 
-def test_lambda_mapping():
-    assert resolve_lambda(0.5, 0.9, 1.0)[0] == 0.5
-    assert resolve_lambda(None, 0.8, 2.0)[0] == pytest.approx(1.6)
-    assert resolve_lambda(None, -0.3, 1.0)[0] == 0.0
-    assert resolve_lambda(None, None, 1.0)[0] == 0.01
+def test_kd_weightings(caplog):
+    # official: the released trainer's CE/ga + 0.1*beta*mse/B, i.e. lambda = 0.1*beta*ga/B on our mean MSE
+    lam, why = resolve_lambda("official", 0.9, batch_size=16, grad_accum=1)
+    assert lam == pytest.approx(0.1 * 0.1 / 16) and "official" in why
+    assert resolve_lambda("official", None, beta=0.5, batch_size=8, grad_accum=2)[0] == pytest.approx(0.1 * 0.5 * 2 / 8)
+    assert resolve_lambda(None, None)[0] == pytest.approx(0.1 * 0.1 / 16)  # the default is official
+    assert resolve_lambda("scaled", 0.8, 2.0)[0] == pytest.approx(1.6)
+    assert resolve_lambda("0.5", 0.9)[0] == 0.5 and resolve_lambda(0.25, None)[0] == 0.25
+    # never silently zero: a non-positive or missing score falls back to the constant, loudly
+    for score in (-0.3, 0.0, None):
+        caplog.clear()
+        lam, why = resolve_lambda("scaled", score, 1.0)
+        assert lam == 0.01 and "fallback" in why and "never silently 0" in caplog.text
+    for bad in ("lots", "-1", "nan"):
+        with pytest.raises(VegaError, match="--kd-weight must be official, scaled or a number"):
+            resolve_lambda(bad, 0.5)
 
 
 # ---------------------------------------------------------------- the teacher
@@ -140,7 +152,11 @@ def test_vanilla_and_kd_transfer_cli(runs, data, tmp_path, capsys):
     rc, _, _ = run_cli(["transfer", "--task", "cb", "--source", src, "--mode", "kd",
                         "--out", tmp_path / "kd2", *common_args(data)], capsys)
     assert rc == 0 and (tmp_path / "kd2" / "teacher" / "best" / "prompt.safetensors").is_file()
-    assert "kd_lambda: 0.01" in (tmp_path / "kd2" / "config.yaml").read_text()
+    import yaml
+
+    prov = yaml.safe_load((tmp_path / "kd2" / "config.yaml").read_text())["provenance"]
+    assert prov["kd_lambda_origin"].startswith("official") and prov["kd_weight"] == "official"
+    assert prov["kd_lambda"] == pytest.approx(0.1 * 0.1 / 8)  # the released trainer's weight at batch 8
 
 
 def test_model_tuning_variant_trains_the_backbone(runs, data, tmp_path, capsys):
@@ -178,13 +194,13 @@ def test_own_prompt_ranks_first(runs, data, tmp_path, capsys):
 
 def test_source_auto(runs, data, tmp_path, capsys):
     rc, _, err = run_cli(["transfer", "--task", "cb", "--source", "auto", "--sources", runs / "copa", runs / "mnli",
-                          "--target-run", runs / "cb", "--mode", "kd", "--teacher", runs / "cb",
-                          "--out", tmp_path / "auto", *common_args(data)], capsys)
+                          "--target-run", runs / "cb", "--mode", "kd", "--teacher", runs / "cb", "--kd-weight",
+                          "scaled", "--out", tmp_path / "auto", *common_args(data)], capsys)
     assert rc == 0
     report = json.loads((tmp_path / "auto" / "transferability.json").read_text())
     best = report["ranking"][0]
     config = (tmp_path / "auto" / "config.yaml").read_text()
-    assert f"source: {best['run']}" in config and "lambda_max * max(0, s)" in config
+    assert f"source: {best['run']}" in config and ("lambda_max * s" in config or "fallback" in config)
 
 
 # ---------------------------------------------------------------- errors

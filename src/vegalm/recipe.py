@@ -134,7 +134,8 @@ class TransferSpec:
     teacher_lr: float = 7e-3
     rank_by: str = "activation"  # activation | prompt
     examples: int = 64  # target inputs of the activation score
-    kd_lambda: float = -1.0  # < 0: from the transferability score (lambda_max * max(0, s))
+    kd_weight: str = "official"  # official | scaled | a number (vegalm.adapt.transfer)
+    kd_lambda: float = -1.0  # >= 0: a constant (same as kd_weight: N); < 0: kd_weight decides
     lambda_max: float = 1.0
     task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> student Budget keys
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vegalm.adapt.framing import IGNORE_INDEX, MASKED_SCORE, framing_for, head_task, num_labels
+from vegalm.errors import VegaError
 
 
 class ClassificationHead(nn.Module):
@@ -39,6 +40,21 @@ class ClassificationHead(nn.Module):
         return self.out_proj(x)
 
 
+class LinearHead(nn.Module):
+    """dropout -> linear (P-tuning v2's classifier; fewer trainable parameters than the prompt)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(x))
+
+
+HEADS = ("mlp", "linear")
+
+
 def span_mean(hidden: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden[s, start:end]`` per sequence: hidden [S, L, H], spans [S, 2] -> [S, H]."""
     pos = torch.arange(hidden.size(1), device=hidden.device)
@@ -54,7 +70,7 @@ class TaskModel(nn.Module):
     shape and labels), as the leaderboard expects. ``self.task`` is the task whose head this is.
     """
 
-    def __init__(self, encoder: nn.Module, task: str, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, task: str, dropout: float = 0.1, head: str = "mlp") -> None:
         super().__init__()
         self.task = head_task(task)
         self.framing = framing_for(self.task)
@@ -62,9 +78,13 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         in_dim = hidden * 4 if self.framing == "span_pair" else hidden
-        self.head = ClassificationHead(in_dim, hidden, self.num_labels or 1, dropout)
+        if head not in HEADS:
+            raise VegaError(f"--head must be one of {', '.join(HEADS)}, not {head!r}")
+        self.head_kind = head
+        self.head = (ClassificationHead(in_dim, hidden, self.num_labels or 1, dropout) if head == "mlp"
+                     else LinearHead(in_dim, self.num_labels or 1, dropout))
         std = getattr(encoder.config, "initializer_range", 0.02)
-        for layer in (self.head.dense, self.head.out_proj):
+        for layer in (m for m in self.head.modules() if isinstance(m, nn.Linear)):
             nn.init.normal_(layer.weight, std=std)
             nn.init.zeros_(layer.bias)
 

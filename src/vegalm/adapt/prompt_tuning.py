@@ -61,7 +61,8 @@ DEFAULT_EPOCHS = 20.0  # VEGA.md says up to 100; 20 keeps a CPU run of a small t
 
 
 def default_train(**kw: Any) -> TrainConfig:
-    base = {"lr": PROMPT_LR, "batch_size": 16, "epochs": DEFAULT_EPOCHS}
+    # P-tuning v2 trains the prompt with no warm-up and no weight decay
+    base = {"lr": PROMPT_LR, "batch_size": 16, "epochs": DEFAULT_EPOCHS, "warmup_ratio": 0.0, "weight_decay": 0.0}
     return TrainConfig(**(base | kw))
 
 
@@ -79,6 +80,9 @@ class PromptOptions:
     init_prompt: str | None = None  # vanilla transfer: start from this prompt file (its head is ignored)
     teacher: str | None = None  # PANDA: frozen teacher run; the loss gets + kd_lambda * MSE(logits)
     kd_lambda: float = 0.0
+    head: str = "mlp"  # mlp (dense-tanh-linear) | linear (P-tuning v2: dropout + linear)
+    head_lr: float | None = None  # the head's learning rate (default: the prompt's, train.lr)
+    prefix_dropout: float | None = None  # dropout on the prefix keys/values (None: the backbone's hidden dropout)
     model_tuning: bool = False  # train the backbone too (prompt attached)
     adversarial: AdversarialConfig | None = None
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
@@ -153,16 +157,26 @@ def build_model(opts: PromptOptions):
     from vegalm.backbones import load_encoder, load_tokenizer
 
     tokenizer = load_tokenizer(opts.model)
-    model = TaskModel(load_encoder(opts.model), opts.head_task, dropout=opts.dropout)
+    model = TaskModel(load_encoder(opts.model), opts.head_task, dropout=opts.dropout, head=opts.head)
+    pdrop = prefix_dropout(opts, model)
     if opts.init_prompt:
         # Transfer copies the prompt, not the head: the loaded head state is dropped on purpose.
         prompt, _source_head, _ = load_prompt(opts.init_prompt, backbone_fingerprint(model))
+        prompt.dropout = pdrop
     else:
-        prompt = DeepPrompt.for_model(model, opts.prompt_length, reparam_hidden=opts.reparam_hidden)
+        prompt = DeepPrompt.for_model(model, opts.prompt_length, reparam_hidden=opts.reparam_hidden, dropout=pdrop)
     attach_prompt(model, prompt)
     if not opts.model_tuning:
         freeze_backbone(model)
     return model, tokenizer
+
+
+def prefix_dropout(opts: PromptOptions, model: torch.nn.Module) -> float:
+    if opts.prefix_dropout is not None:
+        if not 0 <= opts.prefix_dropout < 1:
+            raise VegaError(f"--prefix-dropout must be in [0, 1), not {opts.prefix_dropout}")
+        return float(opts.prefix_dropout)
+    return float(getattr(find_backbone(model).config, "hidden_dropout_prob", 0.1))
 
 
 def save_prompt_model(model, tokenizer, directory: Path, meta: dict[str, Any],
@@ -220,7 +234,8 @@ def load_prompt_model(run: str | Path, task: str | None = None):
     if task is not None and head_task(task) != meta["head_task"]:
         raise VegaError(f"{run}: a {meta['head_task']} model (task {meta['task']}), not {head_task(task)}")
     backbone = str(path.parent) if meta.get("model_tuning") else meta["model"]
-    model = TaskModel(load_encoder(backbone), meta["head_task"], dropout=meta.get("dropout", 0.1))
+    model = TaskModel(load_encoder(backbone), meta["head_task"], dropout=meta.get("dropout", 0.1),
+                      head=meta.get("head", "mlp"))
     prompt, head, _ = load_prompt(path, backbone_fingerprint(model))
     attach_prompt(model, prompt)
     model.head.load_state_dict(head)
@@ -262,6 +277,8 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
     # Build, load and encode everything before the run directory is touched: a bad source
     # prompt, teacher or example fails here and leaves no half-made run behind.
     out, head, cfg = Path(out), opts.head_task, opts.train
+    if opts.head_lr is not None:
+        cfg = dataclasses.replace(cfg, lr_groups={"head.": float(opts.head_lr)})
     set_seed(cfg.seed)  # the head's and the prompt's initialisation depend on it
     model, tokenizer = build_model(opts)
     teacher = None
@@ -288,7 +305,7 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
         else:
             objective = Objective(model, loss_fn, opts.adversarial)
         meta = {"task": opts.task_name, "head_task": head, "model": opts.model, "max_length": opts.max_length,
-                "dropout": opts.dropout, "model_tuning": opts.model_tuning,
+                "dropout": opts.dropout, "head": opts.head, "model_tuning": opts.model_tuning,
                 "labels": list(get_task(head).labels or []), "source_prompt": opts.init_prompt}
         engine = task_engine(cfg, objective, head, data, feats, tokenizer, out,
                              lambda m, d, state: save_prompt_model(m, tokenizer, d, meta, state_dict=state))
@@ -312,9 +329,8 @@ def _final_predictions(accelerator, out: Path, opts: PromptOptions, data: TaskDa
                "stopped_early": result.stopped_early, "params": params,
                "prompt_bytes": (out / "best" / PROMPT_FILE).stat().st_size}
     superglue = not nli.is_source_name(opts.task)
-    if accelerator.is_main_process:
-        if superglue:
-            write_jsonl(out / "predictions" / "val.jsonl", get_task(head).leaderboard_lines(data.val, preds))
+    if accelerator.is_main_process:  # val.jsonl for NLI sources too (in the head task's format): `vegalm compare`
+        write_jsonl(out / "predictions" / "val.jsonl", get_task(head).leaderboard_lines(data.val, preds))
         write_json(out / "predictions" / "metrics.json", summary)
     if superglue and data.test:
         test_preds = predict_task(accelerator, best, head, data.test, feats["test"], tokenizer, batch_size)

@@ -68,6 +68,7 @@ class DeepPrompt(nn.Module):
         *,
         reparam_hidden: int = 0,
         init_std: float = 0.02,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if length < 0 or num_layers < 1 or num_heads < 1 or head_dim < 1:
@@ -76,11 +77,13 @@ class DeepPrompt(nn.Module):
             )
         self.P, self.num_layers, self.num_heads, self.head_dim = length, num_layers, num_heads, head_dim
         self.reparam_hidden, self.init_std = reparam_hidden, init_std
+        # P-tuning v2 drops out the prefix keys and values (the backbone's hidden dropout) while training
+        self.dropout = float(dropout)
         shape = (num_layers, num_heads, length, head_dim)
         if reparam_hidden:
             hidden = num_heads * head_dim
-            # nn.Embedding's N(0, 1) init, as in P-tuning v2; the MLP sets the prefixes' scale.
-            self.embedding = nn.Parameter(torch.randn(length, hidden))
+            # N(0, init_std): the backbone's initializer range, so the MLP starts near its own bias
+            self.embedding = nn.Parameter(torch.randn(length, hidden) * init_std)
             self.mlp = nn.Sequential(
                 nn.Linear(hidden, reparam_hidden),
                 nn.Tanh(),
@@ -105,6 +108,7 @@ class DeepPrompt(nn.Module):
             "head_dim": self.head_dim,
             "reparam_hidden": self.reparam_hidden,
             "init_std": self.init_std,
+            "dropout": self.dropout,
         }
 
     def key_values(self) -> torch.Tensor:
@@ -118,9 +122,13 @@ class DeepPrompt(nn.Module):
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Key and value prefixes ``[heads, P, head_dim]`` of one layer."""
         if not self.reparam_hidden:
-            return self.key[index], self.value[index]
-        kv = self.key_values()[index]
-        return kv[0], kv[1]
+            k, v = self.key[index], self.value[index]
+        else:
+            kv = self.key_values()[index]
+            k, v = kv[0], kv[1]
+        if self.dropout and self.training:
+            k, v = nn.functional.dropout(k, self.dropout), nn.functional.dropout(v, self.dropout)
+        return k, v
 
     def mean_vector(self) -> torch.Tensor:
         """The prompt as one vector, for SPoT-style task similarity (cosine between prompts).

@@ -14,10 +14,18 @@
 * **model tuning** (``model_tuning=True``): the same two modes with the backbone unfrozen, the
   source prompt attached (the "transferred model"), for comparison with prompt tuning.
 
-lambda comes from ``--kd-lambda``, else from the transferability score of the source for the
-target (:mod:`vegalm.adapt.transferability`): ``lambda = lambda_max * max(0, s)`` (a source
-whose prompt moves the model like the target's own prompt does gets the full weight; an
-unrelated or opposite one gets none), else the constant 0.01 of VEGA.md.
+lambda (``--kd-weight``):
+
+* ``official`` (default): what the authors' released trainer computes. It adds
+  ``0.1 * beta * mse_loss(z_S, z_T) / B`` (``mse_loss`` averaged over the B x C logits, B the
+  micro-batch, beta = 0.1) to a cross-entropy divided by the accumulation steps, so in our loss
+  (CE + lambda * MSE, both means) ``lambda = 0.1 * beta * grad_accum / B``: 6.25e-4 at batch 16.
+* ``scaled``: ``lambda_max * s`` with s the transferability score of the source for the target
+  (:mod:`vegalm.adapt.transferability`); a source scored <= 0, or no score, falls back to the
+  constant 0.01 of VEGA.md with a warning (lambda is never silently zero).
+* a number: that constant.
+
+The choice and how it was made are recorded in the run's config (provenance) and results.
 """
 
 from __future__ import annotations
@@ -46,8 +54,10 @@ from vegalm.train.runs import check_target_dir
 
 log = logging.getLogger("vegalm.transfer")
 
-DEFAULT_KD_LAMBDA = 0.01  # VEGA.md §2 fallback when no transferability score is available
+DEFAULT_KD_LAMBDA = 0.01  # VEGA.md §2 constant: the fallback of `scaled` without a positive score
 DEFAULT_LAMBDA_MAX = 1.0
+DEFAULT_BETA = 0.1  # the released PANDA trainer's default
+KD_WEIGHTS = ("official", "scaled")
 MODES = ("vanilla", "kd")
 
 
@@ -142,15 +152,28 @@ def check_source(run: str | Path, model: str) -> dict[str, Any]:
             "prompt_length": header["prompt_config"]["length"]}
 
 
-def resolve_lambda(kd_lambda: float | None, score: float | None, lambda_max: float) -> tuple[float, str]:
-    """(lambda, how it was chosen): given > transferability mapping > VEGA.md's constant."""
-    if kd_lambda is not None:
-        if kd_lambda < 0:
-            raise VegaError(f"--kd-lambda must be >= 0 (got {kd_lambda})")
-        return float(kd_lambda), "given"
-    if score is not None:
-        return lambda_max * max(0.0, float(score)), f"lambda_max * max(0, s) with s = {score:.4f}, lambda_max = {lambda_max}"
-    return DEFAULT_KD_LAMBDA, "default constant (no transferability score)"
+def resolve_lambda(kd_weight: str | float | None, score: float | None, lambda_max: float = DEFAULT_LAMBDA_MAX, *,
+                   beta: float = DEFAULT_BETA, batch_size: int = 16, grad_accum: int = 1) -> tuple[float, str]:
+    """(lambda, how it was chosen) for ``--kd-weight`` official | scaled | a number (see the module doc)."""
+    spec = "official" if kd_weight is None else str(kd_weight).strip().lower()
+    if spec == "official":
+        lam = 0.1 * beta * grad_accum / batch_size
+        return lam, (f"official (released PANDA trainer): 0.1 * beta * grad_accum / batch = 0.1 * {beta} * {grad_accum} "
+                     f"/ {batch_size}")
+    if spec == "scaled":
+        if score is None or score <= 0:
+            why = "no transferability score" if score is None else f"transferability score s = {score:.4f} <= 0"
+            log.warning("--kd-weight scaled: %s; falling back to the constant lambda = %s (never silently 0)", why,
+                        DEFAULT_KD_LAMBDA)
+            return DEFAULT_KD_LAMBDA, f"scaled, fallback constant {DEFAULT_KD_LAMBDA} ({why})"
+        return lambda_max * float(score), f"scaled: lambda_max * s with s = {score:.4f}, lambda_max = {lambda_max}"
+    try:
+        lam = float(spec)
+    except ValueError:
+        raise VegaError(f"--kd-weight must be official, scaled or a number >= 0, not {kd_weight!r}") from None
+    if lam < 0 or lam != lam:
+        raise VegaError(f"--kd-weight must be official, scaled or a number >= 0, not {kd_weight!r}")
+    return lam, f"constant {lam} (given)"
 
 
 # ---------------------------------------------------------------- the transfer recipe
@@ -163,9 +186,10 @@ def transfer(
     *,
     mode: str = "vanilla",
     teacher: str | Path | None = None,
-    kd_lambda: float | None = None,
+    kd_weight: str | float | None = "official",
     score: float | None = None,
     lambda_max: float = DEFAULT_LAMBDA_MAX,
+    beta: float = DEFAULT_BETA,
     teacher_lr: float = PROMPT_LR,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -189,8 +213,10 @@ def transfer(
     if mode == "vanilla":
         return prompt_tune(dataclasses.replace(transferred, provenance=provenance), out, overwrite=overwrite)
 
-    lam, origin = resolve_lambda(kd_lambda, score, lambda_max)
-    provenance |= {"kd_lambda_origin": origin, "transferability_score": score}
+    lam, origin = resolve_lambda(kd_weight, score, lambda_max, beta=beta, batch_size=opts.train.batch_size,
+                                 grad_accum=opts.train.grad_accum)
+    provenance |= {"kd_weight": str(kd_weight), "kd_lambda": lam, "kd_lambda_origin": origin,
+                   "transferability_score": score}
     if teacher is None:
         teacher_dir = out / "teacher"
         teacher_opts = dataclasses.replace(

@@ -24,9 +24,16 @@ def add_prompt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt-length", type=int, default=20, help="prefix length P at every layer (default 20)")
     g.add_argument("--reparam-hidden", type=int, default=0,
                    help="P-tuning v2 MLP reparameterisation of the prefixes, hidden size (0: off, default)")
+    g.add_argument("--prefix-dropout", type=float, default=None,
+                   help="dropout on the prefix keys and values while training (default: the backbone's hidden "
+                   "dropout, as P-tuning v2)")
+    g.add_argument("--head", choices=("mlp", "linear"), default="mlp",
+                   help="task head: mlp (dense-tanh-linear, default) or linear (dropout + linear, P-tuning v2)")
+    g.add_argument("--head-lr", type=float, default=None, help="the head's learning rate (default: --lr)")
     add_training_args(p)
     # VEGA.md §2: lr 7e-3..1e-2, batch 16, max length 128, best dev epoch; fewer epochs for CPUs.
-    p.set_defaults(lr=None, max_length=128, epochs=20.0)
+    # P-tuning v2: no warm-up and no weight decay on the prompt.
+    p.set_defaults(lr=None, max_length=128, epochs=20.0, warmup_ratio=0.0, weight_decay=0.0)
     for action in p._actions:  # say the prompt-tuning defaults in --help
         if action.dest == "lr":
             action.help = "peak learning rate (default 7e-3 for prompt tuning, 2e-5 with --model-tuning)"
@@ -34,6 +41,10 @@ def add_prompt_args(p: argparse.ArgumentParser) -> None:
             action.help = "passes over the training set (default 20; VEGA.md uses up to 100, best dev epoch kept)"
         elif action.dest == "max_length":
             action.help = "tokens per sequence (default 128)"
+        elif action.dest == "warmup_ratio":
+            action.help = "fraction of steps of linear warm-up (default 0 for prompts, as P-tuning v2)"
+        elif action.dest == "weight_decay":
+            action.help = "AdamW weight decay (default 0 for prompts, as P-tuning v2)"
 
 
 def prompt_options(args: argparse.Namespace, task: str, *, model_tuning: bool = False):
@@ -48,7 +59,8 @@ def prompt_options(args: argparse.Namespace, task: str, *, model_tuning: bool = 
         task=task, model=args.model, data=str(data), prompt_length=args.prompt_length,
         reparam_hidden=args.reparam_hidden, max_length=args.max_length, dropout=args.dropout,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        model_tuning=model_tuning, adversarial=fo.adversarial, train=fo.train,
+        model_tuning=model_tuning, adversarial=fo.adversarial, train=fo.train, head=args.head,
+        head_lr=args.head_lr, prefix_dropout=args.prefix_dropout,
     )
 
 

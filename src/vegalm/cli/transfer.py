@@ -29,9 +29,10 @@ def run(args: argparse.Namespace) -> int:
         report = rank_sources([source], opts.task, opts.data, model=opts.model, target_run=args.target_run,
                               rank_by=args.rank_by, max_length=opts.max_length, examples=args.examples)
         score = report["ranking"][0][args.rank_by]
-    result = transfer(opts, source, args.out, mode=args.mode, teacher=args.teacher, kd_lambda=args.kd_lambda,
+    weight = args.kd_lambda if args.kd_lambda is not None else args.kd_weight
+    result = transfer(opts, source, args.out, mode=args.mode, teacher=args.teacher, kd_weight=weight,
                       score=score, lambda_max=args.kd_lambda_max if args.kd_lambda_max is not None
-                      else DEFAULT_LAMBDA_MAX, teacher_lr=args.teacher_lr, overwrite=args.overwrite)
+                      else DEFAULT_LAMBDA_MAX, beta=args.kd_beta, teacher_lr=args.teacher_lr, overwrite=args.overwrite)
     if report is not None:
         write_ranking(args.out, report)
     print(json.dumps({"metrics": result["metrics"], "params": result["params"]}, indent=2))
@@ -47,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(not its head) into a new model and prompt-tunes it on TASK. --mode kd (PANDA) uses that "
         "vanilla-transferred model, trained on TASK, as a frozen teacher (trained first in OUT/teacher, "
         "or given with --teacher) and trains a fresh prompt and head with CE(z_S, y) + lambda * "
-        "MSE(z_S, z_T) on logits. lambda: --kd-lambda, else lambda_max * max(0, s) with s the "
-        "transferability score of the source (with --source auto or --target-run), else 0.01. "
+        "MSE(z_S, z_T) on logits; lambda from --kd-weight (official by default; scaled needs the "
+        "transferability score s of --source auto or --target-run). "
         "--model-tuning trains the whole model from the transferred one (source prompt attached, "
         "backbone unfrozen) with the same loss, for comparison.",
     )
@@ -59,9 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("vanilla", "kd"), default="vanilla", help="vanilla (PoT) or kd (PANDA)")
     p.add_argument("--teacher", default=None, metavar="RUN",
                    help="kd: an existing vanilla-transfer run of TASK to distil from (default: train it)")
-    p.add_argument("--kd-lambda", type=float, default=None, help="weight of the MSE term (default: from transferability)")
+    p.add_argument("--kd-weight", default="official", metavar="official|scaled|N",
+                   help="weight lambda of the MSE term: official (default; the released PANDA trainer's 0.1 * beta "
+                   "* grad_accum / batch), scaled (lambda_max * s, s the transferability score; a score <= 0 falls "
+                   "back to 0.01 with a warning), or a constant N")
+    p.add_argument("--kd-beta", type=float, default=0.1, help="beta of --kd-weight official (default 0.1)")
+    p.add_argument("--kd-lambda", type=float, default=None, help="same as --kd-weight N")
     p.add_argument("--kd-lambda-max", type=float, default=None,
-                   help="lambda_max of the mapping lambda = lambda_max * max(0, s) (default 1.0)")
+                   help="lambda_max of --kd-weight scaled: lambda = lambda_max * s (default 1.0)")
     p.add_argument("--teacher-lr", type=float, default=7e-3, help="learning rate of the teacher trained here (7e-3)")
     p.add_argument("--model-tuning", action="store_true",
                    help="tune the whole model (backbone unfrozen, source prompt attached) instead of a prompt")

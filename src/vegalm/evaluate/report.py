@@ -227,6 +227,9 @@ def _transfer_section(runs, labels) -> list[Block]:
             lam = f", λ = {t['kd_lambda']:.3g}" if "kd_lambda" in t else ""
             blocks += [("h", 3, f"{label}: {NAMES[target]} (ranked by {rank['rank_by']}{lam})"),
                        ("table", ["rank", "source", "activation", "prompt cosine", ""], rows)]
+            if "kd_lambda" in t:
+                blocks.append(("p", f"Source **{t.get('source', rank['best'])}**; KD weight λ = {t['kd_lambda']:.3g}, "
+                                    f"chosen by `{t.get('kd_weight', 'n/a')}`: {t.get('kd_lambda_origin', 'n/a')}."))
     if len(blocks) == 1:
         blocks.append(("p", "No prompt transfer in these runs."))
     return blocks

@@ -83,16 +83,18 @@ def transfer_step(ctx: StepContext) -> dict[str, Any]:
     c = ctx.step.config
     rank = ctx.dep_summary(f"rank/{slug(c['task'])}")
     source = ctx.dep(rank["best_step"]) / "run"
-    kd_lambda = c["kd_lambda"] if c["kd_lambda"] >= 0 else None
+    weight = c["kd_lambda"] if c.get("kd_lambda", -1) >= 0 else c.get("kd_weight", "official")
+    opts = _prompt_options(ctx, c, predict_test=False)
     # predict_test=False: the teacher (trained inside the student's run) needs no test predictions;
     # the student's are made below from its best/ (what is shipped is what is predicted).
-    transfer(_prompt_options(ctx, c, predict_test=False), source, ctx.dir / "run", mode=c["mode"],
-             kd_lambda=kd_lambda, score=rank["score"], lambda_max=c["lambda_max"], teacher_lr=c["teacher_lr"])
+    transfer(opts, source, ctx.dir / "run", mode=c["mode"], kd_weight=weight, score=rank["score"],
+             lambda_max=c["lambda_max"], teacher_lr=c["teacher_lr"])
     _predict_test(ctx, c["task"], ctx.dir / "run", c["max_length"])
-    lam, origin = resolve_lambda(kd_lambda, rank["score"], c["lambda_max"])
+    lam, origin = resolve_lambda(weight, rank["score"], c["lambda_max"], batch_size=opts.train.batch_size,
+                                 grad_accum=opts.train.grad_accum)
     out = _metrics(ctx.dir / "run") | {"source": rank["best"], "source_score": rank["score"], "mode": c["mode"]}
     if c["mode"] == "kd":
-        out |= {"kd_lambda": lam, "kd_lambda_origin": origin,
+        out |= {"kd_weight": str(weight), "kd_lambda": lam, "kd_lambda_origin": origin,
                 "teacher_metrics": _metrics(ctx.dir / "run" / "teacher")["metrics"]}
     return out
 

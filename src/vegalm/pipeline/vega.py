@@ -174,7 +174,8 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
             add(Step(f"transfer/{t}", A.transfer_step,
                      {"task": t, "model": model, "mode": tr.mode, "prompt_length": tr.prompt_length,
                       "max_length": r.length_for(t), "train": strain, **slimits, "teacher_lr": tr.teacher_lr,
-                      "kd_lambda": tr.kd_lambda, "lambda_max": tr.lambda_max, "files": task_files(data, t)},
+                      "kd_lambda": tr.kd_lambda, "kd_weight": tr.kd_weight,
+                      "lambda_max": tr.lambda_max, "files": task_files(data, t)},
                      deps=[*deps, f"rank/{t}", *prompt_deps], env=env, kind="transfer", task=t,
                      outputs=["run/predictions/metrics.json", "run/predictions/val.jsonl",
                               "run/best/prompt.safetensors"] + (["run/predictions/test.jsonl"] if has_test else [])))

@@ -7,7 +7,7 @@ run is resumed, and mapped one-to-one onto CLI flags.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vegalm.errors import VegaError
@@ -26,6 +26,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     warmup_steps: int = 0  # >0 overrides warmup_ratio
     weight_decay: float = 0.01
+    lr_groups: dict = field(default_factory=dict)  # parameter-name substring -> its own peak lr (e.g. {"head.": 1e-3})
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0  # 0: no clipping
