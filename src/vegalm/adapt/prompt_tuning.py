@@ -35,6 +35,7 @@ from accelerate.utils import set_seed
 
 from vegalm.adapt.adversarial import AdversarialConfig, Objective
 from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score, task_engine
+from vegalm.adapt.kd import KDObjective
 from vegalm.adapt.prompts import (
     PROMPT_ATTR,
     DeepPrompt,
@@ -242,6 +243,18 @@ def load_prompt_model(run: str | Path, task: str | None = None):
     return model, load_tokenizer(backbone), meta
 
 
+def load_teacher(run: str | Path, task: str, model: str) -> torch.nn.Module:
+    """A finished prompt run of ``task`` on backbone ``model``, frozen and in eval mode."""
+    meta = run_meta(run)
+    if meta.get("model") != model:
+        raise VegaError(f"teacher {run}: trained on backbone {meta.get('model')!r}, the student uses {model!r} "
+                        "(the teacher must read the same tokens)")
+    teacher, _, _ = load_prompt_model(run, task)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
 # ---------------------------------------------------------------- the recipe
 
 
@@ -283,8 +296,6 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
     model, tokenizer = build_model(opts)
     teacher = None
     if opts.teacher:
-        from vegalm.adapt.transfer import load_teacher
-
         teacher = load_teacher(opts.teacher, head, opts.model)
     if not opts.predict_test:
         data.test = None
@@ -299,8 +310,6 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
         params = count_params(model)
         log.info("trainable parameters: %d of %d (%.3f%%)", params["trainable"], params["total"], params["trainable_pct"])
         if teacher is not None:
-            from vegalm.adapt.transfer import KDObjective
-
             objective: torch.nn.Module = KDObjective(model, teacher, opts.kd_lambda)
         else:
             objective = Objective(model, loss_fn, opts.adversarial)
