@@ -162,8 +162,12 @@ def _quiet_transformers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _as_not_found(name: str, path: str) -> Iterator[None]:
+    from safetensors import SafetensorError
+
     try:
         yield
+    except SafetensorError as e:  # a truncated or corrupt weights file: name it, no traceback
+        raise ModelNotFound(f"cannot load {path}: its model.safetensors is corrupt or truncated ({e})") from e
     except (OSError, ValueError) as e:  # hub miss, unreadable folder, unknown model_type
         if isinstance(e, ValueError) and "recogni" not in str(e).lower():
             raise  # a real bug (bad keyword, ...), not a missing model
@@ -359,3 +363,34 @@ def list_models(extract: bool = False) -> list[dict[str, Any]]:
             row.update(backbone_info(str(folder)), name=name, installed=True)
         rows.append(row)
     return rows
+
+
+# Position ids of these families start after the padding index (RoBERTa's convention).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text", "xmod")
+
+
+def max_positions(name: str) -> int | None:
+    """How many tokens a sequence of ``name`` may have (None: no learned-position limit)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(resolve_model_path(name))
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if limit is None or getattr(cfg, "position_biased_input", True) is False:
+        return None  # relative positions only (DeBERTa-v2/v3)
+    if getattr(cfg, "model_type", "") in _OFFSET_POSITIONS:
+        limit -= (getattr(cfg, "pad_token_id", 1) or 0) + 1
+    return int(limit)
+
+
+def check_lengths(name: str, *, max_length: int | None = None, flag: str = "--max-length") -> None:
+    """Refuse, before anything is written, a sequence length beyond the model's position table."""
+    from vegalm.errors import VegaError
+
+    if max_length is None:
+        return
+    if max_length < 2:
+        raise VegaError(f"{flag} must be >= 2 (got {max_length})")
+    limit = max_positions(name)
+    if limit is not None and max_length > limit:
+        raise VegaError(f"{flag} {max_length} exceeds what {name} can read: its position table holds {limit} "
+                        f"tokens; use {flag} {limit} or less")

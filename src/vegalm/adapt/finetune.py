@@ -115,8 +115,19 @@ def load_task_data(opts: FinetuneOptions) -> TaskData:
     if opts.max_train_examples:
         train = train[: opts.max_train_examples]
     if opts.max_eval_examples:
-        val = val[: opts.max_eval_examples]
+        val = cap_examples(val, opts.max_eval_examples)
     return TaskData(train, val, test, val_name)
+
+
+def cap_examples(examples: list, n: int) -> list:
+    """The first ``n`` examples, extended to the end of the last MultiRC question (EM is per question:
+    a cap inside a question would score half a question)."""
+    out = examples[:n]
+    if out and hasattr(out[-1], "question_idx"):
+        last = (out[-1].passage_idx, out[-1].question_idx)
+        while len(out) < len(examples) and (examples[len(out)].passage_idx, examples[len(out)].question_idx) == last:
+            out.append(examples[len(out)])
+    return out
 
 
 def check_options(opts: FinetuneOptions) -> None:
@@ -133,6 +144,22 @@ def check_options(opts: FinetuneOptions) -> None:
         from vegalm.backbones import resolve_model_path
 
         resolve_model_path(opts.model)  # ModelNotFound (a VegaError) with the reason
+    encoder = opts.model
+    if opts.init_from:  # a run directory or its best/: the saved encoder's own config
+        encoder = str(Path(opts.init_from) / "best") if (Path(opts.init_from) / "best").is_dir() else opts.init_from
+    check_budget_options(encoder, opts.max_length, opts.dropout, opts.max_train_examples, opts.max_eval_examples)
+
+
+def check_budget_options(model: str, max_length: int, dropout: float, max_train: int, max_eval: int) -> None:
+    """Options that would silently give wrong numbers, refused up front (shared with prompt tuning)."""
+    from vegalm.backbones import check_lengths
+
+    for flag, v in (("--max-train-examples", max_train), ("--max-eval-examples", max_eval)):
+        if v < 0:
+            raise VegaError(f"{flag} must be >= 0 (0: all), not {v}: a negative count would slice from the end")
+    if not 0 <= dropout < 1:
+        raise VegaError(f"--dropout must be in [0, 1), not {dropout}")
+    check_lengths(model, max_length=max_length)
 
 
 # ---------------------------------------------------------------- inference and scoring
@@ -202,6 +229,24 @@ def task_engine(cfg: TrainConfig, objective: Any, task: str, data: TaskData, fea
 # ---------------------------------------------------------------- the recipe
 
 
+def data_identity(data: TaskData) -> dict[str, Any]:
+    """Sizes and a content hash of the examples a run uses (train, val, test): a run directory
+    resumes only on the very same data, so a flipped label or an edited sentence is refused
+    instead of silently mixing two datasets in one run. Hashing the parsed examples (every field,
+    labels included) costs a fraction of a second even for MultiRC's 27k options."""
+    import hashlib
+
+    out: dict[str, Any] = {}
+    for split, exs in (("train", data.train), ("val", data.val), ("test", data.test or [])):
+        h = hashlib.sha256()
+        for ex in exs:
+            h.update(repr(ex).encode("utf-8"))
+            h.update(b"\n")
+        out[split] = len(exs)
+        out[f"{split}_sha256"] = h.hexdigest()[:16]
+    return out
+
+
 def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune one task with one seed into the run directory ``out``; returns metrics.json's content."""
     from vegalm.adapt.framing import encode
@@ -211,7 +256,7 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
     name = canonical_task(opts.task)
     check_options(opts)
     data = load_task_data(opts)
-    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test or [])}
+    sizes = data_identity(data)
     check_run_dir(out, opts.to_config(sizes), overwrite=overwrite)  # fail fast, before loading anything
     # Load and encode everything before the run directory is touched: a missing model or an
     # unencodable example fails here and leaves no half-made run behind.

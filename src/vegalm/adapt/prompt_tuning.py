@@ -34,7 +34,15 @@ import torch
 from accelerate.utils import set_seed
 
 from vegalm.adapt.adversarial import AdversarialConfig, Objective
-from vegalm.adapt.finetune import FinetuneOptions, TaskData, load_task_data, predict_task, score, task_engine
+from vegalm.adapt.finetune import (
+    FinetuneOptions,
+    TaskData,
+    cap_examples,
+    load_task_data,
+    predict_task,
+    score,
+    task_engine,
+)
 from vegalm.adapt.kd import KDObjective
 from vegalm.adapt.prompts import (
     PROMPT_ATTR,
@@ -135,12 +143,15 @@ def load_data(opts: PromptOptions) -> TaskData:
     if opts.max_train_examples:
         train = train[: opts.max_train_examples]
     if opts.max_eval_examples:
-        val = val[: opts.max_eval_examples]
+        val = cap_examples(val, opts.max_eval_examples)
     return TaskData(train, val, None, "val")
 
 
-def data_sizes(data: TaskData) -> dict[str, int]:
-    return {"train": len(data.train), "val": len(data.val), "test": len(data.test or [])}
+def data_sizes(data: TaskData) -> dict[str, Any]:
+    """Sizes and content hashes of the run's examples (see vegalm.adapt.finetune.data_identity)."""
+    from vegalm.adapt.finetune import data_identity
+
+    return data_identity(data)
 
 
 # ---------------------------------------------------------------- the model and its file
@@ -263,6 +274,9 @@ def check_options(opts: PromptOptions) -> None:
     from vegalm.backbones import resolve_model_path
 
     resolve_model_path(opts.model)
+    from vegalm.adapt.finetune import check_budget_options
+
+    check_budget_options(opts.model, opts.max_length, opts.dropout, opts.max_train_examples, opts.max_eval_examples)
     if opts.teacher and opts.adversarial is not None:
         raise VegaError("KD transfer and adversarial training cannot be combined")
     if opts.prompt_length < 1 and not opts.init_prompt:

@@ -7,9 +7,10 @@ import json
 
 
 def _build(args: argparse.Namespace) -> int:
-    from vegalm.backbones import load_tokenizer
+    from vegalm.backbones import check_lengths, load_tokenizer
     from vegalm.data.corpus import build_corpus
 
+    check_lengths(args.model, max_length=args.block_size, flag="--block-size")
     tokenizer = load_tokenizer(args.model)
     res = build_corpus(args.sources, tokenizer, args.out, block_size=args.block_size, text_field=args.text_field,
                        model_name=args.model, force=args.force, progress=not args.no_progress)

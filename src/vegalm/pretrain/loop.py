@@ -243,6 +243,19 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
         _check_index(index, corpus, se)
     config = {"pretrain": dataclasses.asdict(se), "train": train.to_dict(),
               "corpus_fingerprint": corpus.fingerprint}
+    if se.dropout is not None and not 0 <= se.dropout < 1:
+        raise VegaError(f"--dropout must be in [0, 1), not {se.dropout}")
+    # The model, its tokenizer and the corpus's block length are checked before the run directory
+    # is touched: a model that fails to load leaves no config.yaml or train.log behind.
+    from vegalm.backbones import check_lengths
+
+    check_lengths(se.model, max_length=corpus.block_size, flag="the corpus's block size")
+    tokenizer = load_tokenizer(se.model)
+    corpus.check_tokenizer(tokenizer, se.model)
+    kw = {}
+    if se.dropout is not None:
+        kw = {"hidden_dropout_prob": se.dropout, "attention_probs_dropout_prob": se.dropout}
+    mlm = load_mlm(se.model, **kw)
     # Every process calls these: they check on all ranks and write from the main one (vegalm.train.runs).
     prepare_run_dir(out, config, overwrite=overwrite)
     acc = make_accelerator(train, out)
@@ -250,12 +263,6 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
     try:
         if index is not None and acc.is_main_process:
             _report_index(index, se)
-        tokenizer = load_tokenizer(se.model)
-        corpus.check_tokenizer(tokenizer, se.model)
-        kw = {}
-        if se.dropout is not None:
-            kw = {"hidden_dropout_prob": se.dropout, "attention_probs_dropout_prob": se.dropout}
-        mlm = load_mlm(se.model, **kw)
         if fresh_mlm_head(mlm) and se.method == "se" and se.online and se.cap is None:
             log.warning("%s has a fresh MLM head: online self-questioning will mark nearly every token hard; "
                         "use --cap (e.g. 0.15) or warm up with --method mlm first", se.model)

@@ -1,0 +1,103 @@
+"""Bad inputs a new user makes: one clear line, exit 1, nothing complete-looking left behind (issue 10).
+
+Each case failed before its fix: it sliced data from the end, trained and then crashed, resumed on
+other data, or scored half MultiRC questions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pretrain_fixtures import bert_tiny_path, write_text_corpus
+from transfer_fixtures import common_args, run_cli, write_tiny_data
+
+from vegalm.adapt.finetune import cap_examples
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("bad"))
+
+
+def _one_clear_line(rc: int, err: str, *needles: str) -> None:
+    assert rc == 1, err
+    assert "Traceback" not in err
+    errors = [x for x in err.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.mark.parametrize("command", ["finetune", "prompt-tune"])
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--max-train-examples", "-5", "--max-train-examples must be >= 0"),
+    ("--max-eval-examples", "-1", "--max-eval-examples must be >= 0"),
+    ("--max-length", "600", "--max-length 600 exceeds what bert-tiny can read: its position table holds 512"),
+    ("--dropout", "1.5", "--dropout must be in [0, 1)"),
+])
+def test_silently_wrong_options_are_refused_before_anything_is_written(command, flag, value, needle, data, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "run"
+    rc, _, err = run_cli([command, "--task", "cb", *common_args(data), flag, value, "--out", out], capsys)
+    _one_clear_line(rc, err, needle)
+    assert not out.exists()
+
+
+def test_block_size_beyond_the_position_table(tmp_path, capsys):
+    src = write_text_corpus(tmp_path / "a.txt", n_docs=4)
+    rc, _, err = run_cli(["corpus", "build", str(src), "--model", str(bert_tiny_path()), "--block-size", "1024",
+                          "--out", tmp_path / "cache"], capsys)
+    _one_clear_line(rc, err, "--block-size 1024 exceeds")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_pretrain_leaves_nothing_when_the_model_does_not_load(tmp_path, capsys):
+    from vegalm.backbones import load_tokenizer
+    from vegalm.data.corpus import build_corpus
+
+    src = write_text_corpus(tmp_path / "a.txt", n_docs=6)
+    cache = build_corpus([str(src)], load_tokenizer(str(bert_tiny_path())), tmp_path / "cache", block_size=32,
+                         progress=False).path
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in bert_tiny_path().iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:1000])  # truncated
+    out = tmp_path / "run"
+    rc, _, err = run_cli(["pretrain", "--method", "mlm", "--model", broken, "--corpus", cache, "--max-steps", "1",
+                          "--no-progress", "--no-tensorboard", "--out", out], capsys)
+    assert rc == 1 and not out.exists(), err
+
+
+def test_resuming_on_changed_data_is_refused(data, tmp_path, capsys):
+    import shutil
+
+    mine = tmp_path / "sg"
+    shutil.copytree(data, mine)
+    out = tmp_path / "run"
+    args = ["finetune", "--task", "cb", *common_args(mine), "--max-steps", "1", "--out", out]
+    rc, _, err = run_cli(args, capsys)
+    assert rc == 0, err
+    train = mine / "CB" / "train.jsonl"
+    rows = [json.loads(x) for x in train.read_text().splitlines()]
+    rows[0]["label"] = "neutral" if rows[0]["label"] != "neutral" else "entailment"  # same size, other data
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc, _, err = run_cli(args, capsys)
+    _one_clear_line(rc, err, "data_sizes.train_sha256")
+
+
+def test_multirc_eval_caps_end_at_question_boundaries():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Opt:
+        passage_idx: int
+        question_idx: int
+        idx: int
+
+    exs = [Opt(0, 0, 0), Opt(0, 0, 1), Opt(0, 1, 2), Opt(0, 1, 3), Opt(0, 1, 4), Opt(1, 2, 5)]
+    assert [e.idx for e in cap_examples(exs, 3)] == [0, 1, 2, 3, 4]  # the whole second question
+    assert [e.idx for e in cap_examples(exs, 2)] == [0, 1]
+    assert cap_examples(list(range(5)), 3) == [0, 1, 2]  # other tasks: the first N
