@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pretrain_fixtures import bert_tiny_path, write_text_corpus
 from transfer_fixtures import common_args, run_cli, write_tiny_data
-
 from vegalm.adapt.finetune import cap_examples
 
 
