@@ -26,3 +26,20 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_dirs_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from vegalm.io import atomic_dir
+
+    with atomic_dir(tmp_path / "best") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"x")
+        os.chmod(tmp / "model.safetensors", 0o600)  # as some writers leave weights
+        (tmp / "sub").mkdir()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "best").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "best" / "sub").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "best" / "model.safetensors").stat().st_mode) == 0o666 & ~mask

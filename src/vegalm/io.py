@@ -20,6 +20,19 @@ def _umask() -> int:
 
 # mkstemp creates files readable by their owner only; what we publish gets the usual mode
 _FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
+
+
+def _publish_modes(root: Path) -> None:
+    """mkdtemp makes 0700 folders (and some writers 0600 files): what we publish follows the umask."""
+    os.chmod(root, _DIR_MODE)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), _DIR_MODE)
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if not os.path.islink(full):
+                os.chmod(full, _FILE_MODE)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -81,6 +94,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_modes(tmp)
         _fsync_dir(tmp)
         old = path.with_name(path.name + ".old")
         if old.exists():
