@@ -383,3 +383,16 @@ def test_official_names():
         "BoolQ.jsonl", "CB.jsonl", "COPA.jsonl", "MultiRC.jsonl", "ReCoRD.jsonl",
         "RTE.jsonl", "WiC.jsonl", "WSC.jsonl", "AX-b.jsonl", "AX-g.jsonl",
     ]  # fmt: skip
+
+
+def test_a_placeholder_file_is_not_uploadable_unless_allowed(tmp_path, data_dir, good_files, capsys):
+    files = dict(good_files)
+    files["ReCoRD.jsonl"] = ""  # what `vegalm run` writes for a task without test data
+    out = make_zip(tmp_path / "sub.zip", files)
+    assert main(["submit", "check", str(out), "--data", str(data_dir)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("not uploadable:") and "ReCoRD.jsonl" in captured.err
+    assert not captured.out.startswith("OK")
+    assert main(["submit", "check", str(out), "--data", str(data_dir), "--allow-missing", "record"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("not uploadable:") and "OK" not in stdout.split(":")[0]

@@ -133,10 +133,14 @@ def apply_override(data: dict, item: str, where: Where, problems: list[str]) -> 
 def read_yaml(path: str | Path, what: str = "file") -> tuple[Any, Where]:
     """The YAML data of ``path`` and where each key was written (duplicate keys are errors)."""
     path = Path(path)
+    if path.is_dir():
+        raise VegaError(f"{path}: is a directory, not a {what} file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise VegaError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise VegaError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it really a {what}?") from None
     where = Where(str(path))
     problems: list[str] = []
     try:
@@ -146,6 +150,9 @@ def read_yaml(path: str | Path, what: str = "file") -> tuple[Any, Where]:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise VegaError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if node is None or data is None:  # empty, or only comments: almost surely not what the user meant
+        raise VegaError(f"{path}: the {what} is empty; write at least one key (see recipes/demo.yaml), or use "
+                        "{}  to mean every default explicitly")
     if node is not None:
         _walk(node, "", where, problems)
     if problems:

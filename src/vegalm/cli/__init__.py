@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full, read-only output, a directory where a file belongs, ...
+        if args.verbose:
+            raise
+        where = e.filename or ""
+        print(f"error: {where}{': ' if where else ''}{e.strerror or e}"
+              + (" (free some space; nothing half-written was kept)" if e.errno == 28 else ""), file=sys.stderr)
+        return 1
     return int(rc or 0)
 
 

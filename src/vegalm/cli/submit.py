@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ck.add_argument("zip", type=Path, metavar="ZIP", help="the submission zip")
     data_dir_arg(ck)
     ck.add_argument("--strict", action="store_true", help="a task without a test file in --data is an error")
+    ck.add_argument("--allow-missing", action="append", default=[], metavar="TASK",
+                    help="accept an empty placeholder file for TASK (repeatable); the zip is then reported as "
+                    "checked but not uploadable")
     ck.set_defaults(func=run_check)
 
 
@@ -58,12 +61,20 @@ def run_pack(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from vegalm.evaluate.submission import check
 
-    report = check(args.zip, require_data(args), strict=args.strict)
+    report = check(args.zip, require_data(args), strict=args.strict, allow_missing=args.allow_missing)
+    empty = [e for e in report.errors if "placeholder" in e.message]
+    if empty:
+        print(f"not uploadable: {args.zip}: empty placeholder file(s) {' '.join(e.path for e in empty)}",
+              file=sys.stderr)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not report.ok:
         raise DataErrors(report.errors)
     total = sum(report.lines.values())
     note = f"; format only: {' '.join(report.format_only)}" if report.format_only else ""
+    if report.placeholders:
+        print(f"not uploadable: {args.zip}: {' '.join(report.placeholders)} empty (allowed by --allow-missing); "
+              f"the other {len(report.lines) - len(report.placeholders)} files check{note}")
+        return 0
     print(f"OK {args.zip}: {len(report.lines)} files, {total} lines{note}")
     return 0

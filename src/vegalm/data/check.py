@@ -62,6 +62,9 @@ def check_dir(data_dir: str | Path, tasks: Sequence[str] | None = None) -> list[
         if not report.present:
             continue
         for split, path, official in _split_files(name, data_dir):
+            if path.is_dir():
+                errors.append(DataError(path, None, "is a directory, not a JSONL file"))
+                continue
             if not path.is_file():
                 report.splits.append(SplitReport(split, path, None, official))
                 continue

@@ -63,14 +63,23 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # file -> lines checked
     format_only: list[str] = field(default_factory=list)  # files checked without a test file
+    placeholders: list[str] = field(default_factory=list)  # empty task files: the zip is not uploadable
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
 
-def check(zip_path: str | Path, data_dir: str | Path, *, strict: bool = False) -> CheckReport:
-    """Validate a submission zip against the official test files in ``data_dir``."""
+def check(zip_path: str | Path, data_dir: str | Path, *, strict: bool = False,
+          allow_missing: tuple[str, ...] | list[str] = ()) -> CheckReport:
+    """Validate a submission zip against the official test files in ``data_dir``.
+
+    An empty task file (a placeholder for a task without test data) makes the zip not
+    uploadable: an error, unless the task is in ``allow_missing`` (then it is listed in
+    ``report.placeholders``)."""
+    from vegalm.data.superglue.base import canonical_task
+
+    allowed = {canonical_task(t) for t in allow_missing}
     from vegalm.data.superglue import get_task, read_split  # the data layer's registry
 
     zip_path = Path(zip_path)
@@ -95,6 +104,12 @@ def check(zip_path: str | Path, data_dir: str | Path, *, strict: bool = False) -
                 continue
             lb = parse_leaderboard(task, split_lines(text), name)
             file_errors = list(lb.errors)
+            if not text.strip():
+                report.placeholders.append(name)
+                if task not in allowed:
+                    report.errors.append(DataError(name, None, "empty (a placeholder): the zip is not uploadable; "
+                                                               f"--allow-missing {task} accepts it knowingly"))
+                continue
             report.lines[name] = lb.n_lines
             task_obj = get_task(task)
             test_file = task_obj.split_path(data_dir, "test")
