@@ -101,3 +101,40 @@ def test_multirc_eval_caps_end_at_question_boundaries():
     assert [e.idx for e in cap_examples(exs, 3)] == [0, 1, 2, 3, 4]  # the whole second question
     assert [e.idx for e in cap_examples(exs, 2)] == [0, 1]
     assert cap_examples(list(range(5)), 3) == [0, 1, 2]  # other tasks: the first N
+
+
+def test_an_empty_recipe_is_an_error_not_the_full_default_run(data, tmp_path, capsys):
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text("# nothing yet\n")
+    rc, _, err = run_cli(["run", recipe, "--data", data, "--out", tmp_path / "run"], capsys)
+    _one_clear_line(rc, err, "the recipe is empty")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_where_a_file_belongs(data, tmp_path, capsys):
+    (tmp_path / "preds.jsonl").mkdir()
+    rc, _, err = run_cli(["score", "cb", tmp_path / "preds.jsonl", "--data", data], capsys)
+    _one_clear_line(rc, err, "preds.jsonl", "Is a directory")
+    (tmp_path / "z.zip").mkdir()
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    rc, _, err = run_cli(["submit", "pack", pred, "-o", tmp_path / "z.zip", "--allow-missing"], capsys)
+    assert rc == 1 and "Traceback" not in err
+    bad = tmp_path / "sg"
+    (bad / "CB" / "val.jsonl").mkdir(parents=True)
+    rc, _, err = run_cli(["data", "check", bad], capsys)
+    _one_clear_line(rc, err, "val.jsonl: is a directory")
+
+
+@pytest.mark.parametrize("errno_,text", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_disk_full_and_read_only_outputs_are_one_line(errno_, text, data, tmp_path, capsys, monkeypatch):
+    """The OS's refusal to write (simulated: the suite runs as root, which ignores permissions)."""
+    import vegalm.train.runs as runs
+
+    def refuse(path, _text):  # noqa: ANN001
+        raise OSError(errno_, text, str(path))
+
+    monkeypatch.setattr(runs, "write_text", refuse)
+    rc, _, err = run_cli(["finetune", "--task", "cb", *common_args(data), "--out", tmp_path / "run"], capsys)
+    _one_clear_line(rc, err, text, "config.yaml")
+    assert not (tmp_path / "run" / "config.yaml").exists()
