@@ -37,6 +37,7 @@ def test_every_step_done_and_submission_valid(shared_data: Path, tmp_path_factor
     assert res["skipped"].keys() == {"boolq", "record"}  # no data in the small directory
     assert "no BoolQ/ folder" in res["skipped"]["boolq"]
     zip_path = run / "steps/submission/submission.zip"
+    assert (run / "submission.zip").read_bytes() == zip_path.read_bytes()  # also where users look for it
     assert check(zip_path, sg).ok
     sub = res["submission"]
     assert sub["check_ok"] and not sub["uploadable"] and "ReCoRD.jsonl" in sub["placeholders"]

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     sub = results.get("submission")
     if sub:
         state = "passes `vegalm submit check`" if sub["check_ok"] else "FAILS `vegalm submit check`"
-        print(f"submission: {Path(out) / 'steps/submission/submission.zip'} ({state}"
+        print(f"submission: {Path(out) / 'submission.zip'} ({state}"
               + (f"; empty {' '.join(sub['placeholders'])}: no test data" if sub["placeholders"] else "") + ")")
     print(f"results: {Path(out) / 'results.json'}")
     if "report" in results:
