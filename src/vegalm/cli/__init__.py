@@ -18,7 +18,7 @@ from vegalm import __version__
 from vegalm.errors import VegaError
 
 # Order is the order in `vegalm --help`.
-COMMANDS = ["data", "score", "submit", "models", "finetune", "superglue", "corpus", "pretrain", "prompt_tune", "transfer", "transferability", "run", "report", "compare"]
+COMMANDS = ["data", "score", "submit", "models", "finetune", "superglue", "corpus", "pretrain", "prompt_tune", "transfer", "transferability", "run", "report", "compare", "predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:
