@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from transfer_fixtures import common_args, run_cli, write_tiny_data
 
 import vegalm
+from transfer_fixtures import common_args, run_cli, write_tiny_data
 
 
 @pytest.fixture(scope="module")
