@@ -172,7 +172,14 @@ def worker(a: argparse.Namespace) -> dict:
         step(i)
         sync()
         times.append(time.perf_counter() - t0)
+    # Model FLOPs (approximate, Kaplan et al.): 6 x non-embedding parameters x tokens for a training
+    # step, 2 x for a forward; MFU divides them per second by the device's dense bf16 peak.
+    n_params = sum(p.numel() for n, p in mlm.named_parameters() if "embeddings" not in n)
+    flops = (2 if a.worker in ("questions", "plain_forward", "stock_scoring") else 6) * n_params * B * corpus.block_size
+    peak = peak_flops(_gpu_name()) if dev.type == "cuda" else None
+    out_mfu = (flops / statistics.median(times)) / peak if peak else None
     out = {"kind": a.worker, "step_s": statistics.median(times), "step_s_all": times, "optimizer": optimizer,
+           "model_flops_per_step": flops, "mfu": out_mfu,
            "warmup_s": warmup_s, "precision": "bf16" if a.bf16 else "fp32",
            "tokens_per_s": B * corpus.block_size / statistics.median(times)}
     if dev.type == "cuda":
@@ -289,6 +296,7 @@ def summarise(best: dict[str, dict], mem_key: str) -> dict:
         "questions_over_plain_forward": best["questions"]["tokens_per_s"] / best["plain_forward"]["tokens_per_s"],
         "questions_over_stock_scoring": best["questions"]["tokens_per_s"] / best["stock_scoring"]["tokens_per_s"],
         "questions_compile_and_warmup_s": best["questions"]["warmup_s"],
+        "mfu": {k: best[k].get("mfu") for k in KINDS},
         "encoder_only_step_s": best["encoder_only"]["step_s"],
         # the most any head-side optimisation can gain over HF: its step over the headless floor
         "speedup_bound_vs_hf": best["hf_mlm"]["step_s"] / best["encoder_only"]["step_s"],
@@ -297,6 +305,18 @@ def summarise(best: dict[str, dict], mem_key: str) -> dict:
         if mem_key == "peak_rss_mb" else None,
         "optimizers": {k: best[k]["optimizer"] for k in ("hf_mlm", "mlm", "se")},
     }
+
+
+# Dense bf16 peaks (FLOP/s) from the vendors' data sheets (no sparsity).
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+             "RTX 4090": 165e12, "RTX 3090": 71e12}
+
+
+def peak_flops(gpu: str | None) -> float | None:
+    """The device's dense bf16 peak, by name (None when unknown: MFU is then not reported)."""
+    if not gpu:
+        return None
+    return next((v for k, v in PEAK_BF16.items() if k.lower() in gpu.lower()), None)
 
 
 def _native_bf16(device: str) -> bool:
@@ -344,6 +364,10 @@ def markdown(r: dict) -> str:
            row("stock scoring (full logits + cross-entropy)", tps("stock_scoring_tokens_per_s", "stock_scoring")),
            "", "Self-questioning's one-off compile + warm-up: " + ", ".join(
                f"{p} {r[p]['questions_compile_and_warmup_s']:.0f} s" for p in precs),
+           *(["", "MFU (6 x non-embedding params x tokens per training step, 2 x per forward, over the device's "
+               "dense bf16 peak): " + "; ".join(f"{p} {k} {v:.1%}" for p in precs
+                                                for k, v in r[p].get("mfu", {}).items() if v)]
+             if any(v for p in precs for v in r[p].get("mfu", {}).values()) else []),
            "", "Optimizers (each recipe's own): " + "; ".join(f"{k}: {v}" for k, v in r[precs[0]]["optimizers"].items()),
            "", f"Command: `{r['command']}`", ""]
     return "\n".join(out)
