@@ -36,6 +36,9 @@ def test_sections_present(report) -> None:
     for title in ("## Dev scores", "## Recipe vs baseline", "## Learning curves", "## Self-questioning: hard tokens",
                   "## Transferability and prompt transfer", "## Submission", "## Steps: wall time and hardware"):
         assert title in md, title
+    # recipe vs baseline with paired-bootstrap intervals (vegalm compare), one seed: examples only
+    assert "## Recipe vs baseline, with intervals (`vegalm compare`)" in md
+    assert "One seed: the interval covers the examples only" in md and "figures/compare.png" in md
     # the reference rows of VEGA.md §5
     assert "| Vega v2 (6B) | 91.3 | 90.5 | 98.6/99.2 | 99.4 | 88.2/62.4 | 94.4/93.9 | 96.0 | 77.4 | 98.6 |" in md
     assert "| BERT-large baseline | 69.0 |" in md

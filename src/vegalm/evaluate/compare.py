@@ -210,6 +210,29 @@ def _check_against_metrics(run: Run) -> None:
                             f"metrics.json says {run.metrics[name]:.4f}: the data changed since the run")
 
 
+def recipe_arms(run_dirs: list[Path]) -> tuple[dict[tuple[str, int], Run], dict[tuple[str, int], Run]]:
+    """(baseline, recipe) arms of ``vegalm run --with-baseline`` directories (one per seed): the task
+    runs of each arm, paired by task and the recipe's seed. Diagnostics are left out."""
+    from vegalm.evaluate.metrics import MAIN_TASK_METRICS
+
+    base: dict[tuple[str, int], Run] = {}
+    vega: dict[tuple[str, int], Run] = {}
+    for d in run_dirs:
+        res = json.loads((Path(d) / "results.json").read_text(encoding="utf-8"))
+        arms = res.get("arms", {})
+        if "baseline" not in arms or "vega" not in arms:
+            continue
+        seed = int(res["seed"])
+        for task in arms["vega"]["tasks"]:
+            b, v = arms["baseline"]["tasks"].get(task), arms["vega"]["tasks"][task]
+            if task not in MAIN_TASK_METRICS or b is None:
+                continue
+            for arm, entry in ((base, b), (vega, v)):
+                run = load_run(Path(d) / "steps" / entry["step"] / "run")
+                arm[(task, seed)] = Run(run.path, task, seed, run.table, run.metrics)
+    return base, vega
+
+
 # ---------------------------------------------------------------- the comparison
 
 

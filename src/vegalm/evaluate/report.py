@@ -279,7 +279,34 @@ def build(run_dirs: list[Path], out: Path) -> list[Block]:
                f"`{r['data']}`"] for r, label in zip(runs, labels)])]
     return (head + _score_section(runs, labels) + _gain_section(runs, labels, fig_dir)
             + _curve_section(runs, labels, fig_dir) + _questions_section(runs, labels, fig_dir)
-            + _transfer_section(runs, labels) + _submission_section(runs, labels) + _steps_section(runs, labels))
+            + _compare_section(runs, fig_dir) + _transfer_section(runs, labels) + _submission_section(runs, labels)
+            + _steps_section(runs, labels))
+
+
+def _compare_section(runs, fig_dir: Path) -> list[Block]:
+    """Recipe minus baseline with paired-bootstrap intervals (vegalm compare), when there is a baseline."""
+    from vegalm.evaluate.compare import compare, plot, recipe_arms
+
+    dirs = [r["_dir"] for r in runs if "gain" in r]
+    if not dirs:
+        return []
+    blocks: list[Block] = [("h", 2, "Recipe vs baseline, with intervals (`vegalm compare`)")]
+    try:
+        base, vega = recipe_arms(dirs)
+        if not base:
+            return blocks + [("p", "No task has runs in both arms.")]
+        result = compare(base, vega, draws=2000)
+    except VegaError as e:
+        return blocks + [("p", f"Not comparable: {e}")]
+    png = plot(result, fig_dir / "compare.png", title="recipe - baseline (95% paired bootstrap intervals)")
+    rows = [[t, f"{r['a_mean']:.2f}", f"{r['b_mean']:.2f}", f"{r['difference']:+.2f}",
+             f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]", r["n_seeds"], r["verdict"]]
+            for t, r in [*result["tasks"].items(), *([("average", result["average"])] if "average" in result else [])]]
+    note = ("One seed: the interval covers the examples only, not seed-to-seed variation; "
+            "compare several `vegalm run` seeds for that." if len(result["seeds"]) == 1 else
+            f"{len(result['seeds'])} seeds, paired by seed and example.")
+    return blocks + [("table", ["task", "baseline", "recipe", "difference", "95% CI", "seeds", "verdict"], rows),
+                     ("img", png, "recipe minus baseline per task, with 95% intervals"), ("p", note)]
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:

@@ -41,7 +41,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
             summary = m["summary"]
             arms[m["arm"]][m["task"]] = {"step": name, "method": m["kind"], "split": summary["split"],
                                          "examples": summary["examples"], "metrics": summary["metrics"],
-                                         **{k: summary[k] for k in ("source", "kd_lambda") if k in summary}}
+                                         **{k: summary[k] for k in ("source", "kd_lambda", "kd_weight", "kd_lambda_origin")
+                                            if k in summary}}
     if "diagnostics" in done:
         for diag, r in done["diagnostics"]["summary"].items():
             arms["vega"][diag] = {"step": "diagnostics", "method": "RTE model", **r}
