@@ -170,7 +170,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="/tmp/vegalm_bench_hard_fraction")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "hard_fraction"))
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the JSON")
     a = p.parse_args()
+    if a.report_only:
+        stem = Path(a.out)
+        write_report(json.loads(stem.with_suffix(".json").read_text()), stem)
+        return
     sys.path.insert(0, str(REPO / "src"))
     from vegalm.backbones import load_tokenizer
     from vegalm.data.corpus import build_corpus, open_corpus
@@ -196,6 +201,9 @@ def main() -> None:
         stem.parent.mkdir(parents=True, exist_ok=True)
         stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")  # after each regime: resumable
     write_report(results, stem)
+
+
+COLORS = {"standard": "tab:blue", "keep": "tab:orange", "copy": "tab:green", "head_copy": "tab:red"}
 
 
 def write_report(results: dict, stem: Path) -> None:
@@ -225,7 +233,7 @@ def write_report(results: dict, stem: Path) -> None:
                              f"{c['contextual']['hard_at_0.1']:.1%} | {c['masked_accuracy']:.1%} | "
                              f"{c['masked_loss']:.2f} |")
             ax.plot([c["step"] for c in r["curve"]], [c["visible"]["hard_at_0.1"] for c in r["curve"]], marker="o",
-                    label=name)
+                    label=name, color=COLORS.get(name))
         lines.append("")
         ax.axhspan(0.05, 0.40, color="green", alpha=0.1, label="paper's regime (5-40%)")
         ax.set_title(f"{model}: visible-score hard fraction at tau 0.1")
