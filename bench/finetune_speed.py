@@ -130,6 +130,7 @@ def arm_baseline(args: argparse.Namespace) -> dict:
         weight_decay=0.01, seed=args.seed, save_strategy="no", eval_strategy="no", **warmup,
         report_to=[], logging_strategy="no", disable_tqdm=True,
         bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),  # Trainer refuses bf16 on CPU unless told it is a CPU run
     )
 
     def accuracy(pred):
@@ -162,7 +163,8 @@ def machine() -> dict:
 
 def run_arm(arm: str, argv: list[str]) -> dict:
     """Each arm in a fresh interpreter: its peak memory is its own."""
-    result = Path(argv[argv.index("--work") + 1]) / f"{arm}.json"
+    prec = argv[argv.index("--mixed-precision") + 1] if "--mixed-precision" in argv else "no"
+    result = Path(argv[argv.index("--work") + 1]) / f"{arm}-{prec}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--arm", arm, "--result", str(result)]
     print(f"[{arm}] running", file=sys.stderr, flush=True)
