@@ -250,3 +250,20 @@ def test_bf16_autocast_trains_and_fp16_needs_a_gpu(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(VegaError, match="fp16 needs a GPU"):
             _train(tmp_path, "fp16", mixed_precision="fp16")
+
+
+def test_constant_schedule_keeps_the_lr_after_warm_up():
+    from vegalm.train.optim import build_optimizer, build_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(lr=1e-3, schedule="constant", warmup_steps=2, warmup_ratio=0.0)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == [0.0, 5e-4, 1e-3] and all(x == 1e-3 for x in lrs[2:])
+    with pytest.raises(VegaError, match="schedule must be linear or constant"):
+        TrainConfig(schedule="cosine")

@@ -110,8 +110,11 @@ def warmup_step(ctx: StepContext) -> dict[str, Any]:
         n = min(probe["check_every"], c["train"]["max_steps"] - done)
         round_dir = ctx.dir / f"round-{rounds:02d}"
         se = SEConfig(method="mlm", model=current, corpus=str(corpus), **_regime_kw(regime))
-        pretrain(se, train_config({**c["train"], "max_steps": n, "seed": c["train"]["seed"] + rounds},
-                                  length_grouped=False), round_dir / "run")
+        # One schedule across rounds, as if uninterrupted: 10 warm-up steps in the first round,
+        # then a constant learning rate (a per-round decay to 0 would waste half of every round).
+        cfg = {**c["train"], "max_steps": n, "seed": c["train"]["seed"] + rounds, "schedule": "constant",
+               "warmup_steps": 10 if rounds == 0 else 0, "warmup_ratio": 0.0}
+        pretrain(se, train_config(cfg, length_grouped=False), round_dir / "run")
         current, done, rounds = str(round_dir / "run" / "final"), done + n, rounds + 1
         curve.append({"step": done, "hard_fraction": measure(current)})
         log.info("warm-up probe: %.1f%% hard after %d steps", 100 * curve[-1]["hard_fraction"], done)

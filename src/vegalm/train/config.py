@@ -25,6 +25,7 @@ class TrainConfig:
     max_steps: int = 0  # optimizer steps; >0 overrides epochs
     warmup_ratio: float = 0.1
     warmup_steps: int = 0  # >0 overrides warmup_ratio
+    schedule: str = "linear"  # linear: warm-up then decay to 0; constant: warm-up then constant
     weight_decay: float = 0.01
     lr_groups: dict = field(default_factory=dict)  # parameter-name substring -> its own peak lr (e.g. {"head.": 1e-3})
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -58,6 +59,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if self.epochs <= 0 and self.max_steps == 0:
             problems.append("epochs must be > 0 unless max_steps is set")
+        if self.schedule not in ("linear", "constant"):
+            problems.append(f"schedule must be linear or constant, not {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
         if problems:

@@ -61,5 +61,10 @@ def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """Linear warm-up from 0 to lr, then linear decay to 0 at ``total_steps`` (one step per update)."""
+    """Linear warm-up from 0 to lr, then linear decay to 0 at ``total_steps`` (one step per update);
+    ``schedule: constant`` keeps lr after the warm-up (the rounds of a probed MLM warm-up)."""
+    if cfg.schedule == "constant":
+        from transformers import get_constant_schedule_with_warmup
+
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps(cfg, total_steps))
     return get_linear_schedule_with_warmup(optimizer, warmup_steps(cfg, total_steps), total_steps)
