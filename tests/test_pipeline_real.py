@@ -38,7 +38,9 @@ def test_every_step_done_and_submission_valid(shared_data: Path, tmp_path_factor
     assert "no BoolQ/ folder" in res["skipped"]["boolq"]
     zip_path = run / "steps/submission/submission.zip"
     assert (run / "submission.zip").read_bytes() == zip_path.read_bytes()  # also where users look for it
-    assert check(zip_path, sg).ok
+    placeholders = res["submission"]["placeholders"]  # tasks without test data: not uploadable, knowingly
+    assert not check(zip_path, sg).ok
+    assert check(zip_path, sg, allow_missing=[n.removesuffix(".jsonl").replace("-", "") for n in placeholders]).ok
     sub = res["submission"]
     assert sub["check_ok"] and not sub["uploadable"] and "ReCoRD.jsonl" in sub["placeholders"]
     # the test predictions in the zip are the final models' files
