@@ -82,7 +82,7 @@ def test_two_way_source_is_rte_and_cannot_serve_cb(tmp_path):
 
 
 def test_names():
-    assert SOURCE_NAMES == ("nli:mnli", "nli:snli", "nli:sick", "nli:scitail", "nli:anli")
+    assert SOURCE_NAMES == ("nli:mnli", "nli:snli", "nli:sick", "nli:sick-e", "nli:scitail", "nli:anli")
     assert parse_source_name("NLI:MNLI")[1] == "cb" and parse_source_name("nli:mnli:rte")[1] == "rte"
     for bad in ("nli:qnli", "mnli", "nli:mnli:copa"):
         with pytest.raises(VegaError):
@@ -141,6 +141,29 @@ def test_sick_uses_its_own_sets(tmp_path):
     assert train[0].text_a == "A man sings 1" and train[-1].text_b == "A person sings 5"  # no stray \r
     val, _ = read_source("nli:sick", tmp_path, "val")
     assert [e.idx for e in val] == [2]
+    # SICK-E as benchmarked: the same TRAIN rows, scored on TEST (TRIAL unused)
+    assert [e.idx for e in read_source("nli:sick-e", tmp_path, "train")[0]] == [1, 3, 5]
+    assert [e.idx for e in read_source("nli:sick-e", tmp_path, "val")[0]] == [4]
+
+
+def test_finetune_on_an_nli_set_is_scored_by_accuracy(tmp_path):
+    """`vegalm finetune --task nli:sick-e`: CB's framing and head, but the published metric
+    (accuracy) as the score, in metrics.json and in `vegalm compare`."""
+    from vegalm.adapt.finetune import FinetuneOptions, finetune
+    from vegalm.evaluate.compare import load_arm
+    from vegalm.train import TrainConfig
+
+    labels = ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")
+    lines = [sick_line(i, labels[i % 3], "TRAIN" if i < 40 else "TEST") for i in range(1, 61)]
+    write_sick(tmp_path, lines)
+    train = TrainConfig(lr=1e-3, batch_size=8, epochs=1, seed=3, tensorboard=False, progress=False)
+    opts = FinetuneOptions(task="nli:sick-e", model="bert-tiny", data=str(tmp_path), max_length=32, train=train)
+    result = finetune(opts, tmp_path / "run")
+    assert result["task"] == "nli:sick-e" and result["head_task"] == "cb" and result["examples"] == 21
+    m = result["metrics"]
+    assert m["score"] == m["accuracy"] and "f1" in m
+    run = load_arm(tmp_path / "run")[("nli:sick-e", 3)]
+    assert run.table.names == ("accuracy",)
 
 
 # ------------------------------------------------------------------ validation

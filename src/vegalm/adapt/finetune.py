@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 
 from vegalm.adapt.adversarial import AdversarialConfig, Objective
 from vegalm.adapt.saved import load_task_model, read_task_info, save_task_model
+from vegalm.data import nli
 from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, canonical_task, get_task, read_split
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl, write_text
@@ -37,6 +38,24 @@ from vegalm.train.runs import attach_log, check_run_dir, detach_log, prepare_run
 log = logging.getLogger("vegalm.finetune")
 
 BOOLQ_SPLIT_TRAIN = 2270  # DATA.md: BoolQ (val split) = shuffled val, first 2,270 train, 1,000 eval
+
+
+def task_names(task: str) -> tuple[str, str]:
+    """``(task_name, head_task)``: the name a run records (``rte``, ``nli:sick-e``) and the SuperGLUE
+    task whose framing, head and metric it uses (an NLI source borrows CB's or RTE's)."""
+    if nli.is_source_name(task):
+        return task.strip().lower(), nli.parse_source_name(task)[1]
+    name = canonical_task(task)
+    return name, name
+
+
+def nli_root(data: str | Path) -> Path:
+    """The folder holding nli/: ``data`` itself, ``data`` = nli/, or a sibling (``--data .../superglue``)."""
+    data = Path(data)
+    for candidate in (data, data.parent):
+        if (candidate / "nli").is_dir():
+            return candidate / "nli"
+    return data
 
 
 @dataclass
@@ -54,10 +73,19 @@ class FinetuneOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
 
+    @property
+    def task_name(self) -> str:
+        return task_names(self.task)[0]
+
+    @property
+    def head_task(self) -> str:
+        return task_names(self.task)[1]
+
     def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
         adv = self.adversarial
         return {
-            "task": canonical_task(self.task),
+            "task": self.task_name,
+            "head_task": self.head_task,
             "model": self.model,
             "data": str(self.data),
             "data_sizes": data_sizes,  # a changed data set must not silently resume
@@ -88,6 +116,8 @@ def boolq_val_split(val: Sequence[Any]) -> tuple[list, list]:
 
 
 def load_task_data(opts: FinetuneOptions) -> TaskData:
+    if nli.is_source_name(opts.task):
+        return _load_nli_data(opts)
     name = canonical_task(opts.task)
     task = get_task(name)
     data = Path(opts.data)
@@ -119,6 +149,20 @@ def load_task_data(opts: FinetuneOptions) -> TaskData:
     return TaskData(train, val, test, val_name)
 
 
+def _load_nli_data(opts: FinetuneOptions) -> TaskData:
+    """An NLI source (``vegalm.data.nli``) read as CB or RTE examples; sources have no test split."""
+    if opts.boolq_val_split:
+        raise VegaError("--boolq-val-split only applies to BoolQ")
+    root = nli_root(opts.data)
+    train, _ = nli.read_source(opts.task, root, "train")
+    val, _ = nli.read_source(opts.task, root, "val")
+    if opts.max_train_examples:
+        train = train[: opts.max_train_examples]
+    if opts.max_eval_examples:
+        val = cap_examples(val, opts.max_eval_examples)
+    return TaskData(train, val, None, "val")
+
+
 def cap_examples(examples: list, n: int) -> list:
     """The first ``n`` examples, extended to the end of the last MultiRC question (EM is per question:
     a cap inside a question would score half a question)."""
@@ -132,8 +176,8 @@ def cap_examples(examples: list, n: int) -> list:
 
 def check_options(opts: FinetuneOptions) -> None:
     """Everything that can be wrong before any work: raises VegaError, touches nothing."""
-    name = canonical_task(opts.task)
-    if name in DIAGNOSTICS:
+    name = opts.head_task
+    if opts.task_name in DIAGNOSTICS:
         raise VegaError(f"{name} is a diagnostic without training data: fine-tune rte, whose model "
                         "predicts AX-b and AX-g (vegalm superglue does this)")
     if opts.init_from:
@@ -188,19 +232,22 @@ def predict_task(accelerator, model, task: str, examples, features, tokenizer, b
     return to_predictions(task, examples, features, _pad_rows(rows))
 
 
-def score(task: str, examples, preds: dict) -> dict[str, float]:
-    """Official metrics (vegalm.evaluate) plus ``score``: the task's one SuperGLUE number."""
+def score(task: str, examples, preds: dict, task_name: str | None = None) -> dict[str, float]:
+    """Official metrics (vegalm.evaluate) plus ``score``: the task's one SuperGLUE number. An NLI
+    set (``task_name`` ``nli:...``, framed as ``task``) is scored by accuracy, as each is published."""
     from vegalm.evaluate.metrics import task_score
     from vegalm.evaluate.scoring import task_metrics
 
     metrics = task_metrics(task, examples, preds)
-    if task in MAIN_TASKS:
+    if task_name is not None and nli.is_source_name(task_name):
+        metrics["score"] = metrics["accuracy"]
+    elif task in MAIN_TASKS:
         metrics["score"] = task_score(task, metrics)
     return metrics
 
 
 def task_engine(cfg: TrainConfig, objective: Any, task: str, data: TaskData, feats: dict, tokenizer: Any,
-                out: Path, save: Any) -> Engine:
+                out: Path, save: Any, task_name: str | None = None) -> Engine:
     """The Engine of a task run: ``objective`` (holding ``.model``) trained on ``feats["train"]``,
     evaluated on val with the official metrics; ``save(model, dir, state_dict)`` writes best/."""
     from vegalm.adapt.framing import collate
@@ -212,7 +259,7 @@ def task_engine(cfg: TrainConfig, objective: Any, task: str, data: TaskData, fea
         model = engine.accelerator.unwrap_model(obj).model  # obj may be DDP-wrapped
         preds = predict_task(engine.accelerator, model, task, data.val, feats["val"], tokenizer,
                              cfg.effective_eval_batch_size)
-        return score(task, data.val, preds)
+        return score(task, data.val, preds, task_name)
 
     engine = Engine(
         cfg, objective, feats["train"],
@@ -253,7 +300,7 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
     from vegalm.adapt.heads import TaskModel, loss_fn
     from vegalm.backbones import load_encoder, load_tokenizer
 
-    name = canonical_task(opts.task)
+    name = opts.head_task
     check_options(opts)
     data = load_task_data(opts)
     sizes = data_identity(data)
@@ -275,25 +322,28 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
     handler = attach_log(out)
     try:
         log.info("%s %s: task %s, backbone %s, %d train / %d %s examples", "resuming" if resumed else "starting",
-                 out, name, opts.init_from or opts.model, len(data.train), len(data.val), data.val_name)
+                 out, opts.task_name, opts.init_from or opts.model, len(data.train), len(data.val), data.val_name)
         cfg = opts.train
         info = {"backbone": opts.model, "max_length": opts.max_length, "labels": list(get_task(name).labels or [])}
         engine = task_engine(cfg, Objective(model, loss_fn, opts.adversarial), name, data, feats, tokenizer, out,
-                             lambda m, d, state: save_task_model(m, tokenizer, d, info, state_dict=state))
+                             lambda m, d, state: save_task_model(m, tokenizer, d, info, state_dict=state),
+                             opts.task_name)
         result = engine.train()
-        return _final_predictions(engine.accelerator, out, name, data, feats, cfg.effective_eval_batch_size, result)
+        return _final_predictions(engine.accelerator, out, name, data, feats, cfg.effective_eval_batch_size, result,
+                                  opts.task_name)
     finally:
         detach_log(handler)
 
 
-def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats, batch_size: int, result) -> dict:
+def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats, batch_size: int, result,
+                       task_name: str) -> dict:
     """Reload best/ from disk (what is shipped is what is scored) and predict val and test."""
     best, tokenizer, _ = load_task_model(out / "best", name)
     best.to(accelerator.device)
     task = get_task(name)
     preds = predict_task(accelerator, best, name, data.val, feats["val"], tokenizer, batch_size)
-    metrics = score(name, data.val, preds)
-    summary = {"task": name, "split": data.val_name, "examples": len(data.val), "metrics": metrics,
+    metrics = score(name, data.val, preds, task_name)
+    summary = {"task": task_name, "head_task": name, "split": data.val_name, "examples": len(data.val), "metrics": metrics,
                "best_step": result.best_step, "global_step": result.global_step,
                "stopped_early": result.stopped_early,
                # this invocation's training loop (a resumed run counts only the part it ran)
@@ -307,7 +357,7 @@ def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats,
         if accelerator.is_main_process:
             write_jsonl(out / "predictions" / "test.jsonl", task.leaderboard_lines(data.test, test_preds))
     shown = " ".join(f"{k}={v:.2f}" for k, v in metrics.items())
-    log.info("%s %s (best model, step %s): %s", name, data.val_name, result.best_step, shown)
+    log.info("%s %s (best model, step %s): %s", task_name, data.val_name, result.best_step, shown)
     return summary
 
 

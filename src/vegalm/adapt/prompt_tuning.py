@@ -37,11 +37,11 @@ from vegalm.adapt.adversarial import AdversarialConfig, Objective
 from vegalm.adapt.finetune import (
     FinetuneOptions,
     TaskData,
-    cap_examples,
     load_task_data,
     predict_task,
     score,
     task_engine,
+    task_names,
 )
 from vegalm.adapt.kd import KDObjective
 from vegalm.adapt.prompts import (
@@ -56,7 +56,7 @@ from vegalm.adapt.prompts import (
     save_prompt,
 )
 from vegalm.data import nli
-from vegalm.data.superglue import DIAGNOSTICS, canonical_task, get_task
+from vegalm.data.superglue import DIAGNOSTICS, get_task
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl
 from vegalm.train import TrainConfig, sub_state_dict
@@ -100,14 +100,12 @@ class PromptOptions:
 
     @property
     def task_name(self) -> str:
-        return self.task.strip().lower() if nli.is_source_name(self.task) else canonical_task(self.task)
+        return task_names(self.task)[0]
 
     @property
     def head_task(self) -> str:
         """The SuperGLUE task whose framing, head and metric the run uses."""
-        if nli.is_source_name(self.task):
-            return nli.parse_source_name(self.task)[1]
-        return canonical_task(self.task)
+        return task_names(self.task)[1]
 
     def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -120,31 +118,13 @@ class PromptOptions:
 # ---------------------------------------------------------------- data
 
 
-def nli_root(data: str | Path) -> Path:
-    """The folder holding nli/: ``data`` itself, ``data`` = nli/, or a sibling (``--data .../superglue``)."""
-    data = Path(data)
-    for candidate in (data, data.parent):
-        if (candidate / "nli").is_dir():
-            return candidate / "nli"
-    return data
-
-
 def load_data(opts: PromptOptions) -> TaskData:
     """Train/val(/test) examples of the task; NLI sources have no test split."""
-    if not nli.is_source_name(opts.task):
-        if opts.task_name in DIAGNOSTICS:
-            raise VegaError(f"{opts.task_name} is a diagnostic without training data: prompt-tune rte")
-        fo = FinetuneOptions(task=opts.task, model=opts.model, data=str(opts.data),
-                             max_train_examples=opts.max_train_examples, max_eval_examples=opts.max_eval_examples)
-        return load_task_data(fo)
-    root = nli_root(opts.data)
-    train, _ = nli.read_source(opts.task, root, "train")
-    val, _ = nli.read_source(opts.task, root, "val")
-    if opts.max_train_examples:
-        train = train[: opts.max_train_examples]
-    if opts.max_eval_examples:
-        val = cap_examples(val, opts.max_eval_examples)
-    return TaskData(train, val, None, "val")
+    if opts.task_name in DIAGNOSTICS:
+        raise VegaError(f"{opts.task_name} is a diagnostic without training data: prompt-tune rte")
+    fo = FinetuneOptions(task=opts.task, model=opts.model, data=str(opts.data),
+                         max_train_examples=opts.max_train_examples, max_eval_examples=opts.max_eval_examples)
+    return load_task_data(fo)
 
 
 def data_sizes(data: TaskData) -> dict[str, Any]:
@@ -331,7 +311,8 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
                 "dropout": opts.dropout, "head": opts.head, "model_tuning": opts.model_tuning,
                 "labels": list(get_task(head).labels or []), "source_prompt": opts.init_prompt}
         engine = task_engine(cfg, objective, head, data, feats, tokenizer, out,
-                             lambda m, d, state: save_prompt_model(m, tokenizer, d, meta, state_dict=state))
+                             lambda m, d, state: save_prompt_model(m, tokenizer, d, meta, state_dict=state),
+                             opts.task_name)
         result = engine.train()
         return _final_predictions(engine.accelerator, out, opts, data, feats, cfg.effective_eval_batch_size, result,
                                   params)
@@ -346,7 +327,7 @@ def _final_predictions(accelerator, out: Path, opts: PromptOptions, data: TaskDa
     best, tokenizer, _ = load_prompt_model(out / "best", head)
     best.to(accelerator.device)
     preds = predict_task(accelerator, best, head, data.val, feats["val"], tokenizer, batch_size)
-    metrics = score(head, data.val, preds)
+    metrics = score(head, data.val, preds, opts.task_name)
     summary = {"task": opts.task_name, "head_task": head, "split": data.val_name, "examples": len(data.val),
                "metrics": metrics, "best_step": result.best_step, "global_step": result.global_step,
                "stopped_early": result.stopped_early, "params": params,

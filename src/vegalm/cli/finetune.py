@@ -114,7 +114,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--multi_gpu --num_processes N -m vegalm.cli finetune ...` (CPU workers: `ACCELERATE_USE_CPU=1 torchrun "
         "--nproc_per_node N -m vegalm.cli finetune ...`).",
     )
-    p.add_argument("--task", required=True, help="boolq cb copa multirc record rte wic wsc (or official names)")
+    p.add_argument("--task", required=True,
+                   help="boolq cb copa multirc record rte wic wsc (or official names), or an NLI set read as CB/RTE: "
+                   "nli:sick-e (SICK-E: TRAIN / scored on TEST) nli:sick nli:mnli nli:snli nli:scitail nli:anli")
     p.add_argument("--model", required=True,
                    help="backbone: bert-tiny | minilm-l6 | mpnet-base, a local folder, or a cached hub id")
     data_dir_arg(p)

@@ -16,6 +16,7 @@ source     train                           val
 mnli       dev_matched.jsonl minus holdout holdout of dev_matched.jsonl
 snli       test_esnli.jsonl (its test set) dev.jsonl (its own dev set)
 sick       SICK.txt rows with TRAIN        SICK.txt rows with TRIAL
+sick-e     SICK.txt rows with TRAIN        SICK.txt rows with TEST (the SICK-E benchmark)
 scitail    test.jsonl minus holdout        holdout of test.jsonl
 anli       test.jsonl minus holdout        holdout of test.jsonl (rounds 1-3 mixed)
 =========  ==============================  ==========================================
@@ -73,6 +74,8 @@ SOURCES: dict[str, Source] = {
             "snli", 3, {"train": "snli/test_esnli.jsonl", "val": "snli/dev.jsonl"}, "SNLI test (train) / dev"
         ),
         Source("sick", 3, {"train": "sick/SICK.txt", "val": "sick/SICK.txt"}, "SICK, SemEval TRAIN / TRIAL"),
+        Source("sick-e", 3, {"train": "sick/SICK.txt", "val": "sick/SICK.txt"},
+               "SICK-E as benchmarked: TRAIN (4,439) / TEST (4,906); no model selection on TEST intended"),
         Source("scitail", 2, {"holdout": "scitail/test.jsonl"}, "SciTail test (2,126), 10% held out"),
         Source("anli", 3, {"holdout": "anli/test.jsonl"}, "ANLI R1-R3 test (3,200), 10% held out"),
     )
@@ -149,10 +152,11 @@ def _read_jsonl(path: Path, labels: tuple[str, ...]) -> list[Row]:
 
 
 SICK_COLUMNS = ("pair_ID", "sentence_A", "sentence_B", "entailment_label", "SemEval_set")
-SICK_SETS = {"train": "TRAIN", "val": "TRIAL"}
+SICK_SETS = {"sick": {"train": "TRAIN", "val": "TRIAL"},  # a source for transfer: TEST stays unseen
+             "sick-e": {"train": "TRAIN", "val": "TEST"}}  # the SICK-E benchmark: scored on TEST
 
 
-def _read_sick(path: Path, split: str) -> list[Row]:
+def _read_sick(path: Path, split: str, source: str = "sick") -> list[Row]:
     """The original tab-separated SICK release (CRLF line ends); keeps the rows of one SemEval set."""
     with open(path, encoding="utf-8", newline="") as f:
         lines = f.read().splitlines()
@@ -192,7 +196,7 @@ def _read_sick(path: Path, split: str) -> list[Row]:
         except DataError as e:
             errors.append(e)
             continue
-        if semeval == SICK_SETS[split]:
+        if semeval == SICK_SETS[source][split]:
             rows.append((line, int(raw_id), a, b, label.lower()))
     if errors:
         raise DataErrors(errors)
@@ -234,8 +238,8 @@ def read_source(
             f"{path}: not found (the {source.name} file of {name}; --data should point at the "
             "shared data root or its nli/ folder)"
         )
-    if source.name == "sick":
-        rows = _read_sick(path, split)
+    if source.name in SICK_SETS:
+        rows = _read_sick(path, split, source.name)
     else:
         rows = _read_jsonl(path, THREE_WAY if source.ways == 3 else TWO_WAY)
         if "holdout" in source.files:

@@ -144,7 +144,7 @@ def _examples(task: str, head_task: str, data: str) -> list:
     from vegalm.data.superglue import read_split
 
     if nli.is_source_name(task):
-        from vegalm.adapt.prompt_tuning import nli_root
+        from vegalm.adapt.finetune import nli_root
 
         rows, _ = nli.read_source(task, nli_root(data), "val")
         return rows
@@ -166,6 +166,10 @@ def load_run(path: Path, data_override: str | None = None) -> Run:
     if lb.errors:
         raise VegaError(f"{path / 'predictions' / 'val.jsonl'}: {lb.errors[0]}")
     table = task_table(head_task, _examples(task, head_task, data), lb.preds)
+    from vegalm.data import nli
+
+    if nli.is_source_name(task):  # an NLI set is scored by accuracy (as published), not by CB's pair
+        table.names = ("accuracy",)
     metrics_file = path / "predictions" / "metrics.json"
     metrics = json.loads(metrics_file.read_text()).get("metrics", {}) if metrics_file.is_file() else {}
     return Run(path, task, int(cfg.get("train", {}).get("seed", 0)), table, metrics)

@@ -51,7 +51,7 @@ def task_files(data: Path, task: str) -> dict[str, str]:
     from vegalm.data.superglue import get_task
 
     if nli.is_source_name(task):
-        from vegalm.adapt.prompt_tuning import nli_root
+        from vegalm.adapt.finetune import nli_root
 
         source, _ = nli.parse_source_name(task)
         root = nli_root(data)

@@ -42,7 +42,7 @@ class Plan:
 
 
 def _nli_missing(name: str, data: Path) -> str | None:
-    from vegalm.adapt.prompt_tuning import nli_root
+    from vegalm.adapt.finetune import nli_root
     from vegalm.data import nli
 
     source, _ = nli.parse_source_name(name)
