@@ -44,6 +44,10 @@ def save_task_model(model: torch.nn.Module, tokenizer: Any, directory: Path, inf
         if bar:
             hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(directory)
+    if info.get("backbone"):
+        from vegalm.carry import carry_sentence_transformers
+
+        carry_sentence_transformers(info["backbone"], directory, "fine-tuned on a task")
     head_state = model.head.state_dict() if state_dict is None else sub_state_dict(state_dict, "head.")
     head = {k: v.detach().cpu().contiguous() for k, v in head_state.items()}
     save_file(head, str(directory / HEAD_FILE))

@@ -200,8 +200,12 @@ def mask_spec(corpus: BlockCorpus) -> MaskSpec:
     return MaskSpec(mask_id=t["mask_id"], vocab_size=t["vocab_size"], special_ids=tuple(t["special_ids"]))
 
 
-def save_mlm(tokenizer: Any, extra: dict[str, Any]):  # noqa: ANN201
-    """The engine's save hook: a plain *ForMaskedLM folder that ``from_pretrained`` loads."""
+def save_mlm(tokenizer: Any, extra: dict[str, Any], source: str | None = None):  # noqa: ANN201
+    """The engine's save hook: a plain *ForMaskedLM folder that ``from_pretrained`` loads, keeping
+    the starting checkpoint ``source``'s pooler and sentence-transformers files (vegalm.carry)."""
+    from vegalm.carry import carry_sentence_transformers, checkpoint_pooler, with_pooler
+
+    pooler = checkpoint_pooler(source) if source else {}
 
     def save(unwrapped: torch.nn.Module, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         # state_dict: the engine's gathered weights under FSDP/ZeRO-3 (the module holds shards).
@@ -212,8 +216,10 @@ def save_mlm(tokenizer: Any, extra: dict[str, Any]):  # noqa: ANN201
         for holder in (mlm, mlm.config):
             if hasattr(holder, "vegalm_fresh_mlm_head"):
                 delattr(holder, "vegalm_fresh_mlm_head")
-        mlm.save_pretrained(directory, state_dict=state_dict)
+        mlm.save_pretrained(directory, state_dict=with_pooler(mlm, state_dict, pooler))
         tokenizer.save_pretrained(directory)
+        if source:
+            carry_sentence_transformers(source, directory, "continued-pretrained (masked LM)")
         import json
 
         (directory / "vegalm_pretrain.json").write_text(json.dumps(extra, indent=2) + "\n", encoding="utf-8")
@@ -222,12 +228,14 @@ def save_mlm(tokenizer: Any, extra: dict[str, Any]):  # noqa: ANN201
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    with atomic_dir(dst) as tmp:
-        for f in src.iterdir():
-            try:
-                os.link(f, tmp / f.name)  # no second copy of the weights on disk
-            except OSError:
-                shutil.copy2(f, tmp / f.name)
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)  # no second copy of the weights on disk
+        except OSError:
+            shutil.copy2(a, b)
+
+    with atomic_dir(dst) as tmp:  # subfolders too (a sentence-transformers model's 1_Pooling/)
+        shutil.copytree(src, tmp, copy_function=link, dirs_exist_ok=True)
 
 
 def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
@@ -283,7 +291,7 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
                    "block_size": corpus.block_size, "passes": copies, "config": config}
         engine = Engine(engine_cfg, model, data, collate_fn=Collator(corpus, spec, se, train.seed, index),
                         loss_fn=hook, out_dir=out, lengths=None,
-                        save_model_fn=save_mlm(tokenizer, summary), accelerator=acc)
+                        save_model_fn=save_mlm(tokenizer, summary, se.model), accelerator=acc)
         hook.accelerator = engine.accelerator
         result = engine.train()
         if engine.accelerator.is_main_process and (out / "best").is_dir():
