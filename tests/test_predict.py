@@ -44,3 +44,22 @@ def test_missing_field_is_a_clear_error(runs, tmp_path, capsys):
     bad.write_text('{"premise": "a"}\n{"premise": "b", "hypothesis": "c"}\n')
     rc, _, err = run_cli(["predict", runs[1], bad], capsys)
     assert rc == 1 and f"{bad}:1: missing field(s) hypothesis" in err and "Traceback" not in err
+
+
+def test_a_prompt_run_on_a_relative_backbone_loads_from_anywhere(tmp_path, monkeypatch, capsys):
+    """Issue 10.10: a prompt run stored its backbone as given ("./bt"), so it only loaded from the
+    directory it was trained in. Runs now record a local folder's absolute path."""
+    from pretrain_fixtures import bert_tiny_path
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "bt").symlink_to(bert_tiny_path())
+    data = write_tiny_data(tmp_path / "d")
+    monkeypatch.chdir(work)
+    args = [a if a != "bert-tiny" else "./bt" for a in common_args(data)]
+    assert run_cli(["prompt-tune", "--task", "cb", *args, "--out", "run"], capsys)[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = vegalm.load_run(work / "run")
+    assert len(loaded.predict(data / "CB" / "val.jsonl")) > 0

@@ -142,6 +142,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def backbone_ref(name: str) -> str:
+    """How a run records its backbone: a packaged name or hub id as given, a local folder as its
+    absolute path, so that the run loads (and resumes, and teaches) from any working directory."""
+    if name in PACKAGED:
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report / progress bars; we log one concise line ourselves."""

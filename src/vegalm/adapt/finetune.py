@@ -73,6 +73,11 @@ class FinetuneOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
 
+    def __post_init__(self) -> None:
+        from vegalm.backbones import backbone_ref
+
+        self.model = backbone_ref(self.model)  # a relative folder would not load from another directory
+
     @property
     def task_name(self) -> str:
         return task_names(self.task)[0]

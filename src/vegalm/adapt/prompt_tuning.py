@@ -98,6 +98,11 @@ class PromptOptions:
     train: TrainConfig = field(default_factory=default_train)
     provenance: dict[str, Any] = field(default_factory=dict)  # source, lambda origin... (into config.yaml)
 
+    def __post_init__(self) -> None:
+        from vegalm.backbones import backbone_ref
+
+        self.model = backbone_ref(self.model)  # a relative folder would not load from another directory
+
     @property
     def task_name(self) -> str:
         return task_names(self.task)[0]
@@ -236,8 +241,10 @@ def load_prompt_model(run: str | Path, task: str | None = None):
 
 def load_teacher(run: str | Path, task: str, model: str) -> torch.nn.Module:
     """A finished prompt run of ``task`` on backbone ``model``, frozen and in eval mode."""
+    from vegalm.backbones import backbone_ref
+
     meta = run_meta(run)
-    if meta.get("model") != model:
+    if backbone_ref(str(meta.get("model"))) != backbone_ref(model):
         raise VegaError(f"teacher {run}: trained on backbone {meta.get('model')!r}, the student uses {model!r} "
                         "(the teacher must read the same tokens)")
     teacher, _, _ = load_prompt_model(run, task)
