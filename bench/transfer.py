@@ -1,28 +1,29 @@
-"""Prompt transfer on the low-resource SuperGLUE tasks: scratch vs vanilla vs KD (PANDA) vs fine-tuning.
+"""Prompt transfer (PANDA) against its baselines, paired over seeds, with intervals (issue 12.4).
 
-    .venv/bin/python bench/transfer.py --budget cpu      # see BUDGETS; --budget tiny only checks the pipeline
+    .venv/bin/python bench/transfer.py                      # bert-tiny, budget 'cpu' (hours on 2 cores)
+    .venv/bin/python bench/transfer.py --model minilm-l6    # bf16 where the CPU computes it
+    .venv/bin/python bench/transfer.py --budget tiny        # minutes: checks every path only
 
-For each target (CB, COPA, RTE, WSC) and each seed, with the same backbone (minilm-l6):
+Targets (where prompt tuning can beat the majority class at this size): CB, RTE, BoolQ (DATA.md's
+val split) and SICK-E (``nli:sick-e``: TRAIN, scored on TEST). For each target and seed:
 
-1. **scratch**: prompt tuning from a random prompt (``vegalm prompt-tune``).
-2. **vanilla**: prompt transfer from the best-ranked source (``vegalm transfer --mode vanilla``).
-3. **kd**: PANDA, the vanilla run of the same seed as the frozen teacher, a fresh prompt and head,
-   lambda = lambda_max * max(0, s) with s the source's activation transferability score
-   (``vegalm transfer --mode kd --teacher``).
-4. **finetune**: full fine-tuning of the whole model (``vegalm finetune``), same max length.
+- ``scratch``: prompt tuning from a random prompt, the default head (``mlp``);
+- ``scratch_linear``: the same with P-tuning v2's head (dropout + linear), to choose the default;
+- ``vanilla``: the best-ranked source's prompt as the start (``vegalm transfer --mode vanilla``);
+- ``kd_official`` / ``kd_scaled`` / ``kd_const``: PANDA, the ``vanilla`` run of the same seed as
+  the frozen teacher, under each ``--kd-weight`` (the released trainer's 0.1*beta/B; lambda_max*s;
+  the constant --kd-const);
+- ``finetune``: full fine-tuning (the reference).
 
-Sources: the NLI sets given by ``--sources`` are prompt-tuned once (seed 0, the source budget);
-the SuperGLUE tasks among the candidates reuse the target runs of step 1 (seed of the first
-seed), so CB and RTE are each other's candidates and candidates for COPA and WSC. Each target's
-sources are ranked by ``vegalm transferability`` against the target's own scratch prompt (first
-seed), the target itself excluded, and the top one is used: the choice of source for every
-target, COPA and WSC included, is the ranking's, recorded in the results.
+Sources: the NLI sets (SICK is not a candidate for SICK-E: same sentences) prompt-tuned once
+(seed 0), and the other targets' ``scratch`` runs of the first seed; each target's candidates are
+ranked by ``vegalm transferability`` against its own first-seed scratch prompt and the top one
+is used (recorded, with lambda and how it was chosen).
 
-Metric: the task's SuperGLUE number on val (CB: mean of accuracy and macro-F1; others
-accuracy), best dev epoch. Results: bench/results/transfer.json and .md (mean ± sample std
-over seeds, per task and method, the average over tasks, and whether KD >= vanilla >= scratch
-on average held). Runs live in --work (default runs/bench-transfer, git-ignored); finished runs
-are skipped on a re-run, so the benchmark can be interrupted and resumed.
+Every arm is compared with ``scratch`` and the KD arms with ``vanilla`` through ``vegalm compare``
+(paired bootstrap over seeds and examples, 95% intervals). Each arm's dev curve (mean over seeds
+per epoch) is plotted and the majority-class score shown, so an arm that did not learn is
+visible. Resumable: finished runs in --work are reused. Writes bench/results/transfer.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -33,220 +34,231 @@ import logging
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-RESULTS = REPO / "bench" / "results"
-METHODS = ("scratch", "vanilla", "kd", "finetune")
+sys.path.insert(0, str(REPO / "bench"))
 log = logging.getLogger("bench.transfer")
 
-# epochs: prompt runs; ft_epochs: full fine-tuning; max_train: per target (0: all);
-# source_*: the NLI source prompt runs (val capped: SNLI's dev set has 9,842 pairs). Sizes: CB 250, COPA 400, RTE 2,490, WSC 554 training examples.
-BUDGETS = {
-    "tiny": dict(epochs=1, ft_epochs=1, max_train=24, max_eval=24, source_epochs=1, source_max_train=48, source_max_eval=24),
-    "cpu": dict(epochs=5, ft_epochs=3, max_train=500, max_eval=0, source_epochs=2, source_max_train=1000, source_max_eval=1000),
-    "gpu": dict(epochs=30, ft_epochs=10, max_train=0, max_eval=0, source_epochs=5, source_max_train=0, source_max_eval=2000),
+ARMS = ("scratch", "scratch_linear", "vanilla", "kd_official", "kd_scaled", "kd_const", "finetune")
+# per target: prompt epochs, fine-tuning epochs, max length (P-tuning v2: lr 7e-3..1e-2, many epochs)
+TARGETS = {
+    "cb": dict(epochs=60, ft_epochs=20, max_length=128),
+    "rte": dict(epochs=15, ft_epochs=5, max_length=128),
+    "boolq": dict(epochs=10, ft_epochs=4, max_length=256, boolq_val_split=True),
+    "nli:sick-e": dict(epochs=8, ft_epochs=3, max_length=128),
+}
+NLI_SOURCES = ("nli:mnli", "nli:snli", "nli:scitail", "nli:anli", "nli:sick")
+BUDGETS = {  # scale: multiplies the epochs; max_train/max_eval: caps (0: all)
+    "tiny": dict(scale=0.02, max_train=32, max_eval=32, source_epochs=0.5, source_max_train=64, seeds=(1, 2)),
+    "cpu": dict(scale=1.0, max_train=0, max_eval=0, source_epochs=2, source_max_train=5000, seeds=(1, 2, 3, 4, 5)),
 }
 
 
-def default_data() -> Path:
-    return Path(os.environ.get("VEGALM_SHARED_DATA", REPO.parent / "shared" / "data")) / "superglue"
+def shared_data() -> Path:
+    return Path(os.environ.get("VEGALM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def finished(run: Path) -> dict | None:
-    path = run / "predictions" / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def tidy(run: Path, keep_model: bool, keep_checkpoints: bool) -> None:
-    """Free disk once a run is scored: checkpoints (and the full encoder of fine-tuning runs)."""
-    if not keep_checkpoints:
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)
-        if not keep_model:
-            shutil.rmtree(run / "best", ignore_errors=True)
-
-
-def once(run: Path, what: str, fn, *, keep_model: bool = True, keep_checkpoints: bool = False) -> dict:
-    done = finished(run)
-    if done is not None:
-        return done
+def once(run: Path, what: str, fn, *, keep_model: bool = True) -> dict:
+    done = run / "predictions" / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
-    log.info("%s -> %s", what, run)
     summary = fn()
-    tidy(run, keep_model, keep_checkpoints)
-    log.info("%s: score %.2f (%.0f s)", what, summary["metrics"]["score"], time.perf_counter() - t0)
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # disk: the scored model is in best/
+    if not keep_model:
+        shutil.rmtree(run / "best", ignore_errors=True)
+    log.info("%s: %.2f (%.0f s)", what, summary["metrics"]["score"], time.perf_counter() - t0)
     return summary
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="minilm-l6")
-    ap.add_argument("--data", type=Path, default=default_data(), help="SuperGLUE folder (nli/ beside it)")
-    ap.add_argument("--targets", default="cb,copa,rte,wsc")
-    ap.add_argument("--sources", default="nli:mnli,nli:snli,nli:scitail,rte,cb",
-                    help="candidate sources (NLI sources and SuperGLUE tasks among the targets)")
-    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--model", default="bert-tiny")
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
-    for key in BUDGETS["cpu"]:
-        ap.add_argument("--" + key.replace("_", "-"), type=float if "epochs" in key else int, default=None,
-                        help=f"override the budget's {key}")
-    ap.add_argument("--kd-lambda-max", type=float, default=1.0)
-    ap.add_argument("--rank-by", choices=("activation", "prompt"), default="activation")
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")))
+    ap.add_argument("--lr", type=float, default=1e-2, help="prompt learning rate (P-tuning v2 range 5e-3..1e-2)")
+    ap.add_argument("--ft-lr", type=float, default=1e-4, help="full fine-tuning learning rate")
+    ap.add_argument("--kd-const", type=float, default=0.1, help="lambda of the kd_const arm")
+    ap.add_argument("--data", type=Path, default=shared_data() / "superglue")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-transfer")
-    ap.add_argument("--out", type=Path, default=RESULTS / "transfer.json")
-    ap.add_argument("--keep-checkpoints", action="store_true")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    log.setLevel(logging.INFO)
-
-    import torch
+    ap.add_argument("--out", type=Path, help="results stem (default bench/results/transfer[_MODEL][_tiny])")
+    a = ap.parse_args()
+    b = BUDGETS[a.budget]
+    seeds = a.seeds or b["seeds"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("vegalm.train", "vegalm.finetune", "vegalm.prompt", "vegalm.transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from vegalm.adapt.finetune import FinetuneOptions, finetune
-    from vegalm.adapt.prompt_tuning import MODEL_TUNING_LR, PromptOptions, default_train, prompt_tune
+    from vegalm.adapt.prompt_tuning import PromptOptions, default_train, prompt_tune
     from vegalm.adapt.transfer import resolve_lambda, transfer
     from vegalm.adapt.transferability import rank_sources
-    from vegalm.data.nli import is_source_name
-    from vegalm.io import write_json, write_text
+    from vegalm.precision import resolve_precision
     from vegalm.train import TrainConfig
 
-    budget = dict(BUDGETS[args.budget])
-    for key in budget:
-        if getattr(args, key) is not None:
-            budget[key] = getattr(args, key)
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    candidates = [s.strip() for s in args.sources.split(",") if s.strip()]
-    work, data = args.work, args.data
-    quiet = dict(progress=False, tensorboard=False, log_every=50)
+    prec = resolve_precision("auto", "cpu")
+    targets, arms = a.targets.split(","), a.arms.split(",")
+    work = a.work / a.model / a.budget
+    quiet = dict(progress=False, tensorboard=False, log_every=50, mixed_precision=prec)
     t_start = time.perf_counter()
 
-    def popts(task: str, seed: int, *, epochs: float, max_train: int, max_eval: int) -> PromptOptions:
-        return PromptOptions(task=task, model=args.model, data=str(data), max_train_examples=max_train,
-                             max_eval_examples=max_eval, predict_test=False,
-                             train=default_train(epochs=epochs, seed=seed, **quiet))
+    def data_for(task: str) -> str:
+        return str(shared_data()) if task.startswith("nli:") else str(a.data)
 
-    results: dict = {t: {m: [] for m in METHODS} for t in targets}
-    first = seeds[0]
+    def popts(task: str, seed: int, epochs: float, **kw) -> PromptOptions:
+        t = TARGETS.get(task, {})
+        return PromptOptions(task=task, model=a.model, data=data_for(task), max_length=t.get("max_length", 128),
+                             max_train_examples=kw.pop("max_train", b["max_train"]), max_eval_examples=b["max_eval"],
+                             boolq_val_split=t.get("boolq_val_split", False), predict_test=False,
+                             train=default_train(lr=a.lr, epochs=max(epochs, 0.05), seed=seed, **quiet), **kw)
 
-    # 1. prompt tuning from scratch (also the SuperGLUE sources and the targets' own prompts)
+    def run_dir(task: str, arm: str, seed: int) -> Path:
+        return work / arm / task.replace(":", "_") / f"seed-{seed}"
+
+    # 1. scratch prompts (the first seed's are also sources and the ranking's reference)
     for seed in seeds:
         for t in targets:
-            run = work / t / f"scratch-{seed}"
-            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"], max_eval=budget["max_eval"])
-            results[t]["scratch"].append(once(run, f"{t} scratch seed {seed}", lambda o=o, run=run: prompt_tune(o, run)))
-
-    # 2. NLI source prompts
-    source_runs = {}
-    for s in candidates:
-        if is_source_name(s):
-            run = work / "sources" / s.replace(":", "-")
-            o = popts(s, 0, epochs=budget["source_epochs"], max_train=budget["source_max_train"],
-                      max_eval=budget["source_max_eval"])
-            once(run, f"source {s}", lambda o=o, run=run: prompt_tune(o, run))
-            source_runs[s] = run
-        elif s in targets:
-            source_runs[s] = work / s / f"scratch-{first}"
-        else:
-            raise SystemExit(f"source {s!r}: neither an NLI source nor one of the targets")
-
-    # 3. transferability: rank each target's candidates against its own prompt
+            for arm, head in (("scratch", "mlp"), ("scratch_linear", "linear")):
+                if arm in arms or (arm == "scratch" and seed == seeds[0]):
+                    o, r = popts(t, seed, TARGETS[t]["epochs"] * b["scale"], head=head), run_dir(t, arm, seed)
+                    once(r, f"{t} {arm} seed {seed}", lambda o=o, r=r: prompt_tune(o, r))
+    # 2. NLI source prompts, then the ranking per target
+    sources = {}
+    for s in NLI_SOURCES:
+        o = popts(s, 0, b["source_epochs"], max_train=b["source_max_train"])
+        o.max_eval_examples = b["max_eval"] or 1000
+        once(work / "sources" / s.replace(":", "_"), f"source {s}", lambda o=o, s=s: prompt_tune(
+            o, work / "sources" / s.replace(":", "_")))
+        sources[s] = work / "sources" / s.replace(":", "_")
+    sources |= {t: run_dir(t, "scratch", seeds[0]) for t in targets}
     rankings = {}
     for t in targets:
-        cands = {s: r for s, r in source_runs.items() if s != t}
-        report = rank_sources([str(r) for r in cands.values()], t, data, model=args.model,
-                              target_run=str(work / t / f"scratch-{first}"), rank_by=args.rank_by)
+        cands = {s: r for s, r in sources.items() if s != t and not (t == "nli:sick-e" and s == "nli:sick")}
+        rep = rank_sources([str(r) for r in cands.values()], t, data_for(t), model=a.model,
+                           target_run=str(run_dir(t, "scratch", seeds[0])))
         by_run = {str(r): s for s, r in cands.items()}
-        for row in report["ranking"]:
-            row["source"] = by_run[row["run"]]
-        rankings[t] = report
-        best = report["ranking"][0]
-        log.info("%s: best source %s (%s %.4f)", t, best["source"], args.rank_by, best[args.rank_by])
-
-    # 4-6. vanilla transfer, KD transfer (teacher = the vanilla run of the same seed), fine-tuning
+        rows = [{"source": by_run[r["run"]], "activation": r["activation"], "prompt": r["prompt"]}
+                for r in rep["ranking"]]
+        rankings[t] = {"ranking": rows, "chosen": rows[0]["source"], "score": rows[0]["activation"]}
+        log.info("%s: source %s (activation %.4f)", t, rows[0]["source"], rows[0]["activation"])
+    # 3. transfer arms and fine-tuning
+    weights = {"kd_official": "official", "kd_scaled": "scaled", "kd_const": a.kd_const}
+    lambdas: dict = defaultdict(dict)
     for seed in seeds:
         for t in targets:
-            best = rankings[t]["ranking"][0]
-            src, score = best["run"], best[args.rank_by]
-            o = popts(t, seed, epochs=budget["epochs"], max_train=budget["max_train"], max_eval=budget["max_eval"])
-            van = work / t / f"vanilla-{seed}"
-            results[t]["vanilla"].append(once(van, f"{t} vanilla seed {seed}",
-                                              lambda o=o, van=van, src=src: transfer(o, src, van, mode="vanilla")))
-            kd = work / t / f"kd-{seed}"
-            results[t]["kd"].append(once(kd, f"{t} kd seed {seed}", lambda o=o, kd=kd, src=src, van=van, score=score:
-                                         transfer(o, src, kd, mode="kd", teacher=van, score=score,
-                                                  lambda_max=args.kd_lambda_max)))
-            ft = work / t / f"finetune-{seed}"
-            fo = FinetuneOptions(task=t, model=args.model, data=str(data), max_length=128,
-                                 max_train_examples=budget["max_train"], max_eval_examples=budget["max_eval"],
-                                 predict_test=False, train=TrainConfig(lr=MODEL_TUNING_LR, epochs=budget["ft_epochs"], seed=seed, **quiet))
-            results[t]["finetune"].append(once(ft, f"{t} finetune seed {seed}", lambda fo=fo, ft=ft: finetune(fo, ft),
-                                               keep_model=False))
-
-    report = summarise(results, rankings, args, budget, seeds, resolve_lambda)
-    report["wall_s"] = time.perf_counter() - t_start
-    report["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    write_json(args.out, report)
-    write_text(args.out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
+            src, score = str(sources[rankings[t]["chosen"]]), rankings[t]["score"]
+            o = popts(t, seed, TARGETS[t]["epochs"] * b["scale"])
+            van = run_dir(t, "vanilla", seed)
+            if any(x in arms for x in ("vanilla", *weights)):
+                once(van, f"{t} vanilla seed {seed}", lambda o=o, van=van, src=src: transfer(o, src, van))
+            for arm, w in weights.items():
+                if arm in arms:
+                    r = run_dir(t, arm, seed)
+                    once(r, f"{t} {arm} seed {seed}", lambda o=o, r=r, src=src, w=w, score=score, van=van: transfer(
+                        o, src, r, mode="kd", teacher=van, kd_weight=w, score=score))
+                    lambdas[t][arm] = resolve_lambda(w, score, batch_size=o.train.batch_size)
+            if "finetune" in arms:
+                r = run_dir(t, "finetune", seed)
+                fo = FinetuneOptions(task=t, model=a.model, data=data_for(t), max_length=TARGETS[t]["max_length"],
+                                     max_train_examples=b["max_train"], max_eval_examples=b["max_eval"],
+                                     boolq_val_split=TARGETS[t].get("boolq_val_split", False), predict_test=False,
+                                     train=TrainConfig(lr=a.ft_lr, epochs=max(TARGETS[t]["ft_epochs"] * b["scale"], 0.05),
+                                                       seed=seed, **quiet))
+                once(r, f"{t} finetune seed {seed}", lambda fo=fo, r=r: finetune(fo, r), keep_model=False)
+    result = summarise(a, work, targets, arms, seeds, rankings, lambdas, prec)
+    result["wall_s"] = time.perf_counter() - t_start
+    stem = a.out or REPO / "bench" / "results" / ("transfer" + ("" if a.model == "bert-tiny" else f"_{a.model}")
+                                                 + ("_tiny" if a.budget == "tiny" else ""))
+    write(result, stem)
     return 0
 
 
-def _stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": values}
+def curves(work: Path, t: str, arm: str, seeds) -> list[float]:
+    """The arm's dev score after each evaluation, averaged over seeds (runs of unequal length: shortest)."""
+    per = []
+    for s in seeds:
+        f = work / arm / t.replace(":", "_") / f"seed-{s}" / "metrics.jsonl"
+        per.append([json.loads(x)["score"] for x in f.read_text().splitlines() if '"score"' in x])
+    n = min(len(p) for p in per)
+    return [sum(p[i] for p in per) / len(per) for i in range(n)]
 
 
-def summarise(results, rankings, args, budget, seeds, resolve_lambda) -> dict:
-    tasks = {t: {m: _stats([r["metrics"]["score"] for r in runs]) for m, runs in per.items()}
-             for t, per in results.items()}
-    average = {m: statistics.fmean(tasks[t][m]["mean"] for t in tasks) for m in METHODS}
-    sources = {}
-    for t, rep in rankings.items():
-        best = rep["ranking"][0]
-        lam, origin = resolve_lambda(None, best[args.rank_by], args.kd_lambda_max)
-        sources[t] = {"chosen": best["source"], "score": best[args.rank_by], "kd_lambda": lam,
-                      "ranking": [{k: r[k] for k in ("rank", "source", "activation", "prompt")} for r in rep["ranking"]]}
-    claim = {"kd>=vanilla": average["kd"] >= average["vanilla"], "vanilla>=scratch": average["vanilla"] >= average["scratch"]}
-    claim["held"] = all(claim.values())
-    return {"model": args.model, "budget_name": args.budget, "budget": budget, "seeds": seeds,
-            "metric": "task score on val (CB: mean of accuracy and macro-F1; others: accuracy), best dev epoch",
-            "rank_by": args.rank_by, "kd_lambda_max": args.kd_lambda_max,
-            "command": "python bench/transfer.py " + " ".join(sys.argv[1:]),
-            "tasks": tasks, "average": average, "sources": sources, "claim": claim}
+def summarise(a, work: Path, targets, arms, seeds, rankings, lambdas, prec) -> dict:
+    from se_vs_mlm import majority
+    from vegalm.evaluate.compare import compare, load_arm
+
+    def arm_runs(arm: str) -> dict:
+        return {k: v for t in targets for k, v in load_arm(work / arm / t.replace(":", "_")).items()}
+
+    loaded = {arm: arm_runs(arm) for arm in arms if (work / arm).is_dir()}
+    pairs = [(x, "scratch") for x in arms if x != "scratch"] + [(x, "vanilla") for x in arms if x.startswith("kd_")]
+    comps = {f"{x} - {y}": compare(loaded[y], loaded[x]) for x, y in pairs if x in loaded and y in loaded}
+    return {"model": a.model, "budget_name": a.budget, "precision": prec, "seeds": list(seeds), "targets": TARGETS,
+            "budget": BUDGETS[a.budget], "lr": a.lr, "ft_lr": a.ft_lr, "kd_const": a.kd_const,
+            "sources": rankings, "lambdas": {t: {k: {"lambda": v[0], "how": v[1]} for k, v in d.items()}
+                                             for t, d in lambdas.items()},
+            "majority": majority(loaded["scratch"]) if "scratch" in loaded else {},
+            "means": {arm: {t: sum(r.metrics["score"] for (u, _), r in runs.items() if u == t) / len(seeds)
+                            for t in targets} for arm, runs in loaded.items()},
+            "curves": {arm: {t: curves(work, t, arm, seeds) for t in targets} for arm in loaded},
+            "compare": comps, "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+            "command": " ".join(["python", *sys.argv])}
 
 
-def markdown(rep: dict) -> str:
-    b = rep["budget"]
-    lines = [f"# Prompt transfer on CB, COPA, RTE, WSC ({rep['model']})", "",
-             f"Budget `{rep['budget_name']}`: prompt runs {b['epochs']} epochs, fine-tuning {b['ft_epochs']} epochs, "
-             f"max {b['max_train'] or 'all'} training examples per target, val {b['max_eval'] or 'all'}; NLI sources "
-             f"{b['source_epochs']} epochs on max {b['source_max_train'] or 'all'} examples (val "
-             f"{b['source_max_eval'] or 'all'}). Seeds {rep['seeds']}. "
-             f"Device: {rep['device']}; wall time of the invocation that wrote this {rep['wall_s'] / 60:.1f} min.", "",
-             f"Metric: {rep['metric']}; mean ± sample std over seeds.", "",
-             "| task | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
-    for t, per in rep["tasks"].items():
-        lines.append(f"| {t} | " + " | ".join(f"{per[m]['mean']:.2f} ± {per[m]['std']:.2f}" for m in METHODS) + " |")
-    lines.append("| **average** | " + " | ".join(f"**{rep['average'][m]:.2f}**" for m in METHODS) + " |")
-    c = rep["claim"]
-    lines += ["", f"Claim KD ≥ vanilla ≥ scratch on average: **{'held' if c['held'] else 'did not hold'}** "
-              f"(kd ≥ vanilla: {c['kd>=vanilla']}, vanilla ≥ scratch: {c['vanilla>=scratch']}).", "",
-              f"## Sources (ranked by {rep['rank_by']} transferability against each target's own scratch prompt; "
-              f"λ = {rep['kd_lambda_max']} · max(0, s))", "",
-              "| target | chosen source | s | λ | full ranking (activation / prompt cosine) |", "|---|---|---|---|---|"]
-    for t, s in rep["sources"].items():
-        full = "; ".join(f"{r['source']} {r['activation']:.3f}/{r['prompt']:.3f}" for r in s["ranking"])
-        lines.append(f"| {t} | {s['chosen']} | {s['score']:.4f} | {s['kd_lambda']:.3f} | {full} |")
-    lines += ["", f"Command: `{rep['command']}`"]
-    return "\n".join(lines) + "\n"
+def write(r: dict, stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vegalm.evaluate.compare import markdown
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(r, indent=2) + "\n")
+    targets = list(next(iter(r["means"].values())))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.4), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        for arm, per in r["curves"].items():
+            ax.plot(range(1, len(per[t]) + 1), per[t], label=arm)
+        if t in r["majority"]:
+            ax.axhline(r["majority"][t], color="grey", ls="--", lw=1, label="majority")
+        ax.set_title(t)
+        ax.set_xlabel("evaluation (epoch)")
+        ax.set_ylabel("dev score (mean over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    arms = list(r["means"])
+    lines = [f"# Prompt transfer (PANDA) vs baselines: {r['model']} ({r['budget_name']}, {r['precision']})", "",
+             f"Seeds {r['seeds']}; prompt lr {r['lr']} (no warm-up, no decay), fine-tuning lr {r['ft_lr']}; "
+             "epochs per target: " + "; ".join(f"{t} {v['epochs']} (ft {v['ft_epochs']})" for t, v in r["targets"].items())
+             + f" x {r['budget']['scale']}. Dev curves: `{stem.with_suffix('.png').name}`.", "",
+             "| target | majority | " + " | ".join(arms) + " |", "|---" * (len(arms) + 2) + "|"]
+    for t in targets:
+        maj = r["majority"].get(t, float("nan"))
+        cells = [f"{r['means'][arm][t]:.2f}" + ("" if r["means"][arm][t] > maj else " (no better than majority)")
+                 for arm in arms]
+        lines.append(f"| {t} | {maj:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "## Sources and lambda", "", "| target | source | s (activation) | lambda per KD arm |", "|---|---|---|---|"]
+    for t, s in r["sources"].items():
+        lam = "; ".join(f"{k}: {v['lambda']:.3g} ({v['how']})" for k, v in r["lambdas"].get(t, {}).items())
+        lines.append(f"| {t} | {s['chosen']} | {s['score']:.4f} | {lam} |")
+    for name, c in r["compare"].items():
+        b_name, a_name = name.split(" - ")
+        lines += ["", f"## {name}", "", markdown(c, a_name, b_name)]
+    lines += ["", f"Wall time {r['wall_s'] / 60:.1f} min (this invocation; finished runs reused). "
+              f"Command: `{r['command']}`", ""]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -141,3 +141,20 @@ def test_errors_are_clear(data, tmp_path, capsys):
     rc, _, err = run_cli(["prompt-tune", "--task", "nli:nope", "--out", tmp_path / "y", *common_args(data)], capsys)
     assert rc == 1 and "unknown NLI source" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_boolq_without_train_uses_the_fixed_val_split(tmp_path, capsys):
+    """The shared data has no BoolQ train.jsonl: --boolq-val-split (as in finetune) makes BoolQ a
+    prompt-tuning / transfer target; without it the error names the flag."""
+    import random
+
+    from finetune_fixtures import _boolq, _write
+
+    _write(tmp_path / "sg" / "BoolQ" / "val.jsonl", _boolq(random.Random(0), 2300))
+    args = ["prompt-tune", "--task", "boolq", *common_args(tmp_path / "sg"), "--max-train-examples", "16",
+            "--max-eval-examples", "16"]
+    rc, _, err = run_cli([*args, "--out", tmp_path / "a"], capsys)
+    assert rc == 1 and "--boolq-val-split" in err
+    rc, _, err = run_cli([*args, "--out", tmp_path / "b", "--boolq-val-split"], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "b" / "predictions" / "metrics.json").read_text())["split"] == "val split"

@@ -86,6 +86,7 @@ class PromptOptions:
     dropout: float = 0.1
     max_train_examples: int = 0
     max_eval_examples: int = 0
+    boolq_val_split: bool = False  # BoolQ without train.jsonl: DATA.md's fixed split of val
     init_prompt: str | None = None  # vanilla transfer: start from this prompt file (its head is ignored)
     teacher: str | None = None  # PANDA: frozen teacher run; the loss gets + kd_lambda * MSE(logits)
     kd_lambda: float = 0.0
@@ -128,7 +129,8 @@ def load_data(opts: PromptOptions) -> TaskData:
     if opts.task_name in DIAGNOSTICS:
         raise VegaError(f"{opts.task_name} is a diagnostic without training data: prompt-tune rte")
     fo = FinetuneOptions(task=opts.task, model=opts.model, data=str(opts.data),
-                         max_train_examples=opts.max_train_examples, max_eval_examples=opts.max_eval_examples)
+                         max_train_examples=opts.max_train_examples, max_eval_examples=opts.max_eval_examples,
+                         boolq_val_split=opts.boolq_val_split)
     return load_task_data(fo)
 
 

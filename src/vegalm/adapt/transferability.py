@@ -113,6 +113,16 @@ def short_target_run(opts: PromptOptions, out: Path) -> Path:
     return out
 
 
+def _run_config(run: str | Path) -> dict:
+    """A prompt run's config.yaml (the run directory, or its best/ inside it)."""
+    import yaml
+
+    for d in (Path(run), Path(run).parent):
+        if (d / "config.yaml").is_file():
+            return yaml.safe_load((d / "config.yaml").read_text()) or {}
+    return {}
+
+
 def rank_sources(
     sources: list[str],
     task: str,
@@ -140,12 +150,14 @@ def rank_sources(
     tuned = [s for s, m in metas.items() if m.get("model_tuning")]
     if tuned:
         raise VegaError(f"{tuned[0]}: a --model-tuning run; only prompt-tuned runs (frozen backbone) can be compared")
+    val_split = False
     if target_run is not None:
         tmeta = run_meta(target_run)
         model = model or tmeta["model"]
+        val_split = bool(_run_config(target_run).get("boolq_val_split", False))
     model = model or metas[sources[0]]["model"]
     opts = PromptOptions(task=task, model=model, data=str(data), max_length=max_length,
-                         max_train_examples=target_max_examples, max_eval_examples=200,
+                         max_train_examples=target_max_examples, max_eval_examples=200, boolq_val_split=val_split,
                          train=default_train(epochs=target_epochs, seed=seed, progress=False, tensorboard=False))
     tmp = None
     if target_run is None:

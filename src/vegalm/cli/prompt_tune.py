@@ -30,6 +30,8 @@ def add_prompt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head", choices=("mlp", "linear"), default="mlp",
                    help="task head: mlp (dense-tanh-linear, default) or linear (dropout + linear, P-tuning v2)")
     g.add_argument("--head-lr", type=float, default=None, help="the head's learning rate (default: --lr)")
+    p.add_argument("--boolq-val-split", action="store_true",
+                   help="BoolQ without train.jsonl: train and evaluate on DATA.md's fixed split of val.jsonl")
     add_training_args(p)
     # VEGA.md §2: lr 7e-3..1e-2, batch 16, max length 128, best dev epoch; fewer epochs for CPUs.
     # P-tuning v2: no warm-up and no weight decay on the prompt.
@@ -60,7 +62,7 @@ def prompt_options(args: argparse.Namespace, task: str, *, model_tuning: bool = 
         reparam_hidden=args.reparam_hidden, max_length=args.max_length, dropout=args.dropout,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
         model_tuning=model_tuning, adversarial=fo.adversarial, train=fo.train, head=args.head,
-        head_lr=args.head_lr, prefix_dropout=args.prefix_dropout,
+        head_lr=args.head_lr, prefix_dropout=args.prefix_dropout, boolq_val_split=args.boolq_val_split,
     )
 
 
