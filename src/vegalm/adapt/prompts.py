@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.bert.modeling_bert import BertSelfAttention, eager_attention_forward
-from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
+from vegalm.adapt.prefix_attention import ORIGINAL, PREFIX_CLASSES, supported
 from vegalm.errors import VegaError
 from vegalm.io import atomic_path
 
@@ -144,114 +141,6 @@ class DeepPrompt(nn.Module):
         return kv.permute(3, 0, 1, 2, 4).reshape(self.P, -1).mean(0)
 
 
-# ------------------------------------------------------------------ attention with a prefix
-
-
-def _extend_mask(mask: torch.Tensor | None, p: int) -> torch.Tensor | None:
-    """Prepend P "attend" entries on the key axis, in whatever form the mask comes.
-
-    transformers 5.x gives self-attention ``None`` (no padding), a bool mask (sdpa: True =
-    attend), an additive float mask (eager: 0 = attend), or a 2D 0/1 padding mask (flash).
-    """
-    if mask is None or p == 0:
-        return mask
-    if not isinstance(mask, torch.Tensor):
-        raise VegaError(f"deep prompts do not support the attention mask type {type(mask).__name__}")
-    if mask.dtype == torch.bool:
-        keep = torch.ones((), dtype=torch.bool, device=mask.device)
-    elif mask.is_floating_point() and mask.dim() == 4:
-        keep = torch.zeros((), dtype=mask.dtype, device=mask.device)
-    else:
-        keep = torch.ones((), dtype=mask.dtype, device=mask.device)
-    return torch.cat([keep.expand(*mask.shape[:-1], p), mask], dim=-1)
-
-
-def _prefixed(
-    k: torch.Tensor, v: torch.Tensor, prefix: tuple[DeepPrompt, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k, v [B, H, L, D]`` -> ``[B, H, P + L, D]`` with the layer's prefix in front."""
-    prompt, index = prefix
-    pk, pv = prompt.layer(index)
-    b = k.size(0)
-    pk = pk.to(k.dtype).unsqueeze(0).expand(b, -1, -1, -1)
-    pv = pv.to(v.dtype).unsqueeze(0).expand(b, -1, -1, -1)
-    return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-
-
-class PrefixBertSelfAttention(BertSelfAttention):
-    """BertSelfAttention (BERT, MiniLM) that also attends to the layer's prefix."""
-
-    _vegalm_prefix: tuple[DeepPrompt, int] | None = None
-
-    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):  # type: ignore[override]
-        prefix = self._vegalm_prefix
-        if prefix is None or prefix[0].P == 0:
-            return super().forward(hidden_states, attention_mask=attention_mask, cache=cache, **kwargs)
-        if cache is not None or kwargs.get("past_key_values") is not None:
-            raise VegaError("deep prompts are for encoder-only use: a decoder cache is not supported")
-        kwargs.pop("encoder_hidden_states", None)
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
-        q = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
-        k = self.key(hidden_states).view(*hidden_shape).transpose(1, 2)
-        v = self.value(hidden_states).view(*hidden_shape).transpose(1, 2)
-        k, v = _prefixed(k, v, prefix)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        out, weights = attention(
-            self,
-            q,
-            k,
-            v,
-            _extend_mask(attention_mask, prefix[0].P),
-            dropout=0.0 if not self.training else self.dropout.p,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        return out.reshape(*input_shape, -1).contiguous(), weights
-
-
-class PrefixMPNetSelfAttention(MPNetSelfAttention):
-    """MPNetSelfAttention with the prefix; the prefix columns get no relative-position bias."""
-
-    _vegalm_prefix: tuple[DeepPrompt, int] | None = None
-
-    def forward(
-        self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs
-    ):  # type: ignore[override]
-        prefix = self._vegalm_prefix
-        if prefix is None or prefix[0].P == 0:
-            return super().forward(hidden_states, attention_mask, position_bias, output_attentions, **kwargs)
-        p = prefix[0].P
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.attention_head_size)
-        q = self.q(hidden_states).view(hidden_shape).transpose(1, 2)
-        k = self.k(hidden_states).view(hidden_shape).transpose(1, 2)
-        v = self.v(hidden_states).view(hidden_shape).transpose(1, 2)
-        k, v = _prefixed(k, v, prefix)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
-        if position_bias is not None:
-            scores = scores + nn.functional.pad(position_bias, (p, 0))  # zero bias towards the prefix
-        mask = _extend_mask(attention_mask, p)
-        if mask is not None:
-            if mask.dtype == torch.bool:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            else:
-                scores = scores + mask
-        probs = self.dropout(nn.functional.softmax(scores, dim=-1))
-        c = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
-        o = self.o(c.view(*c.shape[:-2], self.all_head_size))
-        return (o, probs) if output_attentions else (o,)
-
-
-_PREFIX_CLASSES: dict[type, type] = {
-    BertSelfAttention: PrefixBertSelfAttention,
-    MPNetSelfAttention: PrefixMPNetSelfAttention,
-}
-_ORIGINAL = {v: k for k, v in _PREFIX_CLASSES.items()}
-
-
 # ------------------------------------------------------------------ attaching and freezing
 
 
@@ -269,14 +158,34 @@ def find_backbone(model: nn.Module) -> PreTrainedModel:
 
 
 def _self_attentions(backbone: nn.Module) -> list[nn.Module]:
-    found = [m for m in backbone.modules() if type(m) in _PREFIX_CLASSES or type(m) in _ORIGINAL]
+    found = [m for m in backbone.modules() if type(m) in PREFIX_CLASSES or type(m) in ORIGINAL]
     if not found:
-        supported = ", ".join(c.__name__ for c in _PREFIX_CLASSES)
         raise VegaError(
-            f"deep prompts support encoders built from {supported}; "
+            f"deep prompts support encoders whose self-attention is one of {supported()}; "
             f"{type(backbone).__name__} ({getattr(backbone.config, 'model_type', '?')}) has none"
         )
     return found
+
+
+def _layer_indices(backbone: nn.Module, n_modules: int) -> list[list[int]]:
+    """The layers each self-attention module serves: one each, or ALBERT's shared groups."""
+    cfg = backbone.config
+    n = cfg.num_hidden_layers
+    if n_modules == n:
+        return [[i] for i in range(n)]
+    groups = getattr(cfg, "num_hidden_groups", None)
+    if cfg.model_type == "albert" and getattr(cfg, "inner_group_num", 1) == 1 and groups == n_modules \
+            and n % groups == 0:
+        per = n // groups  # AlbertTransformer: layer i runs group i // (n / groups)
+        return [list(range(g * per, (g + 1) * per)) for g in range(groups)]
+    raise VegaError(f"{cfg.model_type}: {n_modules} self-attention modules for {n} layers; deep prompts need one "
+                    "per layer (or ALBERT's shared groups with inner_group_num = 1)")
+
+
+def _reset_counters(backbone: nn.Module, *_: object) -> None:
+    for m in backbone.modules():
+        if type(m) in ORIGINAL:
+            m._vegalm_calls = 0
 
 
 def attach_prompt(model: nn.Module, prompt: DeepPrompt) -> None:
@@ -290,24 +199,29 @@ def attach_prompt(model: nn.Module, prompt: DeepPrompt) -> None:
     cfg = backbone.config
     expect = (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads)
     got = (prompt.num_layers, prompt.num_heads, prompt.head_dim)
-    if len(layers) != expect[0] or got != expect:
-        raise VegaError(
-            f"prompt shape (layers, heads, head_dim) = {got} does not fit the backbone {expect} "
-            f"({len(layers)} self-attention modules)"
-        )
-    for index, module in enumerate(layers):
-        if type(module) in _PREFIX_CLASSES:
-            module.__class__ = _PREFIX_CLASSES[type(module)]
-        module._vegalm_prefix = (prompt, index)
+    if got != expect:
+        raise VegaError(f"prompt shape (layers, heads, head_dim) = {got} does not fit the backbone {expect}")
+    for module, indices in zip(layers, _layer_indices(backbone, len(layers)), strict=True):
+        if type(module) in PREFIX_CLASSES:
+            module.__class__ = PREFIX_CLASSES[type(module)]
+        module._vegalm_prefix = (prompt, indices)
+        module._vegalm_calls = 0
+    if any(len(m._vegalm_prefix[1]) > 1 for m in layers) and not hasattr(backbone, "_vegalm_hook"):
+        backbone._vegalm_hook = backbone.register_forward_pre_hook(_reset_counters)  # shared layers: count calls
     setattr(model, PROMPT_ATTR, prompt)
 
 
 def detach_prompt(model: nn.Module) -> DeepPrompt | None:
     """Undo :func:`attach_prompt`: the backbone is the plain model again; returns the prompt."""
-    for module in _self_attentions(find_backbone(model)):
-        if type(module) in _ORIGINAL:
+    backbone = find_backbone(model)
+    for module in _self_attentions(backbone):
+        if type(module) in ORIGINAL:
             module.__dict__.pop("_vegalm_prefix", None)
-            module.__class__ = _ORIGINAL[type(module)]
+            module.__dict__.pop("_vegalm_calls", None)
+            module.__class__ = ORIGINAL[type(module)]
+    hook = backbone.__dict__.pop("_vegalm_hook", None)
+    if hook is not None:
+        hook.remove()
     prompt = getattr(model, PROMPT_ATTR, None)
     if prompt is not None:
         delattr(model, PROMPT_ATTR)
