@@ -88,7 +88,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _maybe_test_kill(step: int) -> None:
     # Test hook: die half-way through writing this checkpoint (see tests/test_train_resume.py).
-    if os.environ.get("VEGALM_TEST_KILL_IN_CHECKPOINT") == str(step):
+    rank = os.environ.get("VEGALM_TEST_KILL_RANK")  # only this rank dies (multi-process tests)
+    if os.environ.get("VEGALM_TEST_KILL_IN_CHECKPOINT") == str(step) and rank in (None, os.environ.get("RANK", "0")):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -94,7 +94,8 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
 
 def _maybe_test_kill(step: int) -> None:
     # Test hook: simulate a crash right after an optimizer step (tests/test_train_resume.py).
-    if os.environ.get("VEGALM_TEST_KILL_AT_STEP") == str(step):
+    rank = os.environ.get("VEGALM_TEST_KILL_RANK")  # only this rank dies (multi-process tests)
+    if os.environ.get("VEGALM_TEST_KILL_AT_STEP") == str(step) and rank in (None, os.environ.get("RANK", "0")):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
