@@ -6,69 +6,26 @@ save_pretrained folders, and a run whose rank 1 is SIGKILLed resumes to the unin
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from dist_fixtures import _launch, _losses, _one, _se, make_corpus
 from finetune_fixtures import make_superglue
-from pretrain_fixtures import bert_tiny_path, write_text_corpus
-from vegalm.cli import main
+from pretrain_fixtures import bert_tiny_path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "accelerate" / "fsdp_cpu_2proc.yaml"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "VEGALM_CPU_BF16": "0"}
 pytestmark = pytest.mark.slow
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _one(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vegalm.cli", *args], capture_output=True, text=True, timeout=300,
-                          env={**ENV, **env})
-
-
-def _fsdp(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG),
-              "--main_process_port", str(_port()), "-m", "vegalm.cli"]
-    return subprocess.run([*launch, *args], capture_output=True, text=True, timeout=400,
-                          env={**ENV, "ACCELERATE_USE_CPU": "true", **env})
-
-
-def _losses(run: Path) -> list[float]:
-    rows = [json.loads(x) for x in (run / "train_metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer
-
-    from vegalm.data.corpus import build_corpus
-
-    d = tmp_path_factory.mktemp("fsdp")
-    src = write_text_corpus(d / "a.txt", n_docs=40, seed=3)
-    build_corpus([str(src)], AutoTokenizer.from_pretrained(bert_tiny_path()), d / "cache", block_size=32,
-                 progress=False)
-    assert main(["pretrain", "questions", "--model", str(bert_tiny_path()), "--corpus", str(d / "cache"),
-                 "--out", str(d / "index"), "--tau", "3.0", "--no-progress", "--mixed-precision", "no"]) == 0
-    return d
+    return make_corpus(tmp_path_factory.mktemp("dist"))
 
 
-def _se(corpus: Path, out: Path, batch: int, steps: int = 6) -> list[str]:
-    return ["pretrain", "--method", "se", "--model", str(bert_tiny_path()), "--corpus", str(corpus / "cache"),
-            "--questions", str(corpus / "index"), "--max-steps", str(steps), "--lr", "2e-3", "--log-every", "1",
-            "--dropout", "0", "--no-progress", "--no-tensorboard", "--save-every", "2", "--batch-size", str(batch),
-            "--mixed-precision", "no", "--out", str(out)]
+def _fsdp(args: list[str], **env: str):
+    return _launch("fsdp_cpu_2proc.yaml", args, **env)
 
 
 @pytest.fixture(scope="module")
