@@ -50,12 +50,12 @@ ARMS = ("start", "mlm", "se", "se_notls")
 # task -> fine-tuning budget (bert-tiny learns these above the majority class on 2 cores; see the
 # results' "majority" column). BoolQ: DATA.md's fixed split of val; SICK-E: TRAIN, scored on TEST.
 TASKS = {
-    "nli:sick-e": dict(epochs=3, lr=2e-4, max_length=128, max_train=0),
-    "rte": dict(epochs=5, lr=2e-4, max_length=128, max_train=0),
-    "cb": dict(epochs=20, lr=2e-4, max_length=128, max_train=0),
-    "copa": dict(epochs=10, lr=2e-4, max_length=64, max_train=0),
-    "wic": dict(epochs=3, lr=2e-4, max_length=64, max_train=0),
-    "boolq": dict(epochs=4, lr=2e-4, max_length=256, max_train=0, boolq_val_split=True),
+    "nli:sick-e": dict(epochs=2, lr=2e-4, max_length=128, max_train=0),
+    "rte": dict(epochs=3, lr=2e-4, max_length=128, max_train=0),
+    "cb": dict(epochs=10, lr=2e-4, max_length=128, max_train=0),
+    "copa": dict(epochs=5, lr=2e-4, max_length=64, max_train=0),
+    "wic": dict(epochs=2, lr=2e-4, max_length=64, max_train=0),
+    "boolq": dict(epochs=2, lr=2e-4, max_length=256, max_train=0, boolq_val_split=True),
 }
 BUDGETS = {
     "tiny": dict(steps=6, warmup=4, batch=8, wiki_files=1, held_out=8, seeds=(1, 2), ft_scale=0.02),
@@ -156,7 +156,8 @@ def finetune_runs(a: argparse.Namespace, model: str, root: Path) -> None:
 
     for task, b in TASKS.items():
         for seed in a.seeds:
-            run = root / task.replace(":", "_") / f"seed-{seed}"
+            # the budget is in the path: a finished run of another budget is never reused by mistake
+            run = root / f"{task.replace(':', '_')}-e{b['epochs']:g}-lr{b['lr']:g}" / f"seed-{seed}"
             if (run / "predictions" / "metrics.json").is_file():
                 continue
             epochs = max(b["epochs"] * a.ft_scale, 0.05)
@@ -210,6 +211,8 @@ def main() -> None:
     p.add_argument("--arms", default="se,se_notls,start", help="arms to fine-tune (mlm is always the reference)")
     p.add_argument("--hard-range", default="0.05,0.40", help="the informative regime's hard fraction bounds")
     p.add_argument("--force-regime", action="store_true", help="go on when the hard fraction is out of range")
+    p.add_argument("--finetune-start-only", action="store_true",
+                   help="only fine-tune the shared start checkpoint (runs beside the pretraining arms)")
     p.add_argument("--out", help="results stem (default bench/results/se_vs_mlm[_superglue])")
     a = p.parse_args()
     for k, v in BUDGETS[a.budget].items():
@@ -227,6 +230,9 @@ def main() -> None:
     walls: dict[str, float] = {}
     start, walls["warmup"] = pretrain_run(a, work / "warmup", corpora["wiki"], a.model, a.warmup, a.warmup_lr,
                                           schedule="constant", method="mlm", copy_ratio=0.15)
+    if a.finetune_start_only:
+        finetune_runs(a, start, work / "ft" / "start")
+        return
     t0 = time.perf_counter()
     cdir = work / a.corpus
     q = self_question(start, corpora[a.corpus], cdir / "index", ScoreConfig(tau=0.1, score="visible"),
