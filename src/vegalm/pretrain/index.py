@@ -122,6 +122,24 @@ class IndexWriter:
         p["n_scored"] += int(scored.sum())
         write_json(self.path / "progress.json", p)
 
+    def append_index(self, shard: str | Path) -> None:
+        """Durably add a complete-but-unfinished shard's blocks (one rank's range, written by
+        :func:`vegalm.pretrain.questioning.run_questions`), counters and histogram included."""
+        shard = Path(shard)
+        sp = self._read_progress(shard)
+        arrays = {name: (shard / name).read_bytes() for name in FILES}
+        for name, data in arrays.items():
+            with open(self.path / name, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        p = self.progress
+        p["hist"] = [int(a + b) for a, b in zip(p["hist"], sp["hist"])]
+        p["above"] = [int(a + b) for a, b in zip(p["above"], sp["above"])]
+        for key in ("blocks_done", "n_hard", "n_scored"):
+            p[key] += int(sp[key])
+        write_json(self.path / "progress.json", p)
+
     # ---------------------------------------------------------------- finish
 
     def finish(self, *, fresh_head: bool) -> dict[str, Any]:
@@ -211,6 +229,11 @@ class QuestionIndex:
         pos_dtype = _pos_dtype(self.meta["block_size"])
         self.positions = np.memmap(self.path / "positions.bin", dtype=pos_dtype, mode="r", shape=(n,)) if n else np.empty(0, pos_dtype)
         self.nll = np.memmap(self.path / "nll.bin", dtype=np.float16, mode="r", shape=(n,)) if n else np.empty(0, np.float16)
+
+    @staticmethod
+    def is_complete(path: str | Path) -> bool:
+        meta = Path(path) / "meta.json"
+        return meta.is_file() and bool(json.loads(meta.read_text(encoding="utf-8")).get("complete"))
 
     @property
     def tau(self) -> float:

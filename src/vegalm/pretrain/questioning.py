@@ -16,7 +16,9 @@ bf16 autocast on GPU. Hard tokens are stored in a CSR index on disk (index.py).
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,27 +124,31 @@ def run_questions(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
     force: bool = False,
-) -> dict[str, Any]:
-    """Score the whole corpus into the index at ``out`` (resuming a partial one); returns stats."""
+    blocks: tuple[int, int] | None = None,
+) -> dict[str, Any] | IndexWriter:
+    """Score the whole corpus into the index at ``out`` (resuming a partial one); returns stats.
+
+    ``blocks=(lo, hi)``: score only that range, as one rank's shard; the writer is returned
+    unfinished, for :meth:`IndexWriter.append_index` to merge."""
     from tqdm.auto import tqdm
 
     device = device or torch.device("cpu")
     tok = corpus.tokenizer
-    writer = IndexWriter.open(out, n_blocks=len(corpus), block_size=corpus.block_size,
-                              params={**identity, "corpus": corpus.fingerprint, "tau": cfg.tau,
-                                      "score": cfg.score, "k": cfg.k if cfg.score == "contextual" else None},
-                              force=force)
+    lo, hi = blocks or (0, len(corpus))
+    params = {**identity, "corpus": corpus.fingerprint, "tau": cfg.tau, "score": cfg.score,
+              "k": cfg.k if cfg.score == "contextual" else None} | ({"blocks": [lo, hi]} if blocks else {})
+    writer = IndexWriter.open(out, n_blocks=hi - lo, block_size=corpus.block_size, params=params, force=force)
     if writer.complete:
         log.info("self-questioning index %s is complete: reusing it", out)
         return writer.stats()
     if writer.blocks_done:
-        log.info("resuming self-questioning at block %d of %d", writer.blocks_done, len(corpus))
+        log.info("resuming self-questioning at block %d of %d", lo + writer.blocks_done, hi)
     model.eval().to(device)
     model.compiled_nll = cfg.compile == "on" or (
-        cfg.compile == "auto" and (len(corpus) - writer.blocks_done) * corpus.block_size >= COMPILE_MIN_TOKENS)
+        cfg.compile == "auto" and (hi - lo - writer.blocks_done) * corpus.block_size >= COMPILE_MIN_TOKENS)
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else _null()
-    bar = tqdm(total=len(corpus), initial=writer.blocks_done, unit="block", desc="questions", disable=not progress)
-    for c0, c1 in _batches(writer.blocks_done, len(corpus), cfg.chunk_blocks):
+    bar = tqdm(total=hi - lo, initial=writer.blocks_done, unit="block", desc="questions", disable=not progress)
+    for c0, c1 in _batches(lo + writer.blocks_done, hi, cfg.chunk_blocks):
         counts, scored, positions, nlls, all_nll = [], [], [], [], []
         for b0, b1 in _batches(c0, c1, cfg.batch_size):
             ids = torch.from_numpy(np.asarray(corpus.tokens[b0:b1], dtype=np.int64)).to(device)
@@ -161,6 +167,8 @@ def run_questions(
         writer.append(torch.cat(counts).numpy(), torch.cat(scored).numpy(), torch.cat(positions).numpy(),
                       torch.cat(nlls).numpy(), torch.cat(all_nll).numpy())
     bar.close()
+    if blocks is not None:
+        return writer
     stats = writer.finish(fresh_head=fresh_head)
     _warn_if_fresh(stats, fresh_head)
     return stats
@@ -250,5 +258,38 @@ def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg
              f"(float32 head for NLLs within {REFINE_REL:.0%} of tau)")
     # The precision is part of the index's identity: a bf16 and a float32 index are not mixed on resume.
     identity = {"model": model_name, "model_path": resolve_model_path(model_name), "precision": precision}
-    return run_questions(SparseMLM(mlm), corpus, out, cfg, identity=identity, fresh_head=fresh, device=dev,
-                         autocast_dtype=autocast_dtype(precision), progress=progress, force=force)
+    from vegalm.train.runs import process_state
+
+    state = process_state()
+    kw = dict(identity=identity, fresh_head=fresh, autocast_dtype=autocast_dtype(precision), force=force)
+    if state.num_processes == 1:
+        return run_questions(SparseMLM(mlm), corpus, out, cfg, device=dev, progress=progress, **kw)
+    return _sharded(SparseMLM(mlm), corpus, Path(out), cfg, state, progress=progress, **kw)
+
+
+def _sharded(model: SparseMLM, corpus, out: Path, cfg: ScoreConfig, state, *, progress: bool,
+             **kw: Any) -> dict[str, Any]:
+    """Several processes (``accelerate launch`` / torchrun): rank r scores the r-th contiguous range
+    of blocks into ``OUT.shards/rank-r-of-W`` (each resumable), then rank 0 merges the shards in
+    order into OUT, which is then byte-for-byte the index one process would write."""
+    from vegalm.pretrain.index import QuestionIndex
+
+    n, r, w = len(corpus), state.process_index, state.num_processes
+    shards = out.with_name(out.name + ".shards")
+    if not QuestionIndex.is_complete(out):
+        device = state.device if state.device.type != "cpu" else torch.device("cpu")
+        run_questions(model, corpus, shards / f"rank-{r:03d}-of-{w:03d}", cfg, device=device,
+                      progress=progress and state.is_main_process, blocks=(n * r // w, n * (r + 1) // w), **kw)
+    state.wait_for_everyone()
+    if state.is_main_process and not QuestionIndex.is_complete(out):
+        params = {k: v for k, v in json.loads((shards / f"rank-000-of-{w:03d}" / "meta.json").read_text()).items()
+                  if k not in ("format", "n_blocks", "block_size", "complete", "blocks")}
+        writer = IndexWriter.open(out, n_blocks=n, block_size=corpus.block_size, params=params, force=True)
+        for i in range(w):
+            writer.append_index(shards / f"rank-{i:03d}-of-{w:03d}")
+        stats = writer.finish(fresh_head=kw["fresh_head"])
+        shutil.rmtree(shards, ignore_errors=True)
+        _warn_if_fresh(stats, kw["fresh_head"])
+        log.info("merged %d shards into %s", w, out)
+    state.wait_for_everyone()
+    return json.loads((out / "stats.json").read_text())
