@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import DistributedType, send_to_device, set_seed
 from tqdm.auto import tqdm
 
 from vegalm.errors import VegaError
@@ -92,6 +92,43 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
     return accelerator
 
 
+def describe_distributed(acc: Accelerator) -> str:
+    """What actually runs, e.g. "DEEPSPEED ZeRO-3", "FSDP", "MULTI_CPU" (DDP on CPU processes)."""
+    name = acc.distributed_type.value
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if acc.distributed_type == DistributedType.DEEPSPEED and plugin is not None:
+        name += f" ZeRO-{plugin.zero_stage}"
+    return name
+
+
+def _configure_deepspeed(acc: Accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed sizes its engine from its config; the engine makes its own batches (no DataLoader
+    is prepared), so the micro-batch and accumulation are told to it here."""
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if acc.distributed_type != DistributedType.DEEPSPEED or plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu") in (None, "auto"):
+        ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    if ds.get("gradient_accumulation_steps") in (None, "auto"):
+        ds["gradient_accumulation_steps"] = cfg.grad_accum
+    if ds.get("train_batch_size") == "auto":
+        ds.pop("train_batch_size")
+
+
+def _warn_if_not_sharded(acc: Accelerator) -> None:
+    """Accelerate (1.16) only enables FSDP / DeepSpeed for accelerator devices: CPU processes
+    (ACCELERATE_USE_CPU) silently become plain DDP. Say so, rather than let a user believe the
+    model is sharded."""
+    wanted = [n for n, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+              if os.environ.get(env, "false").lower() == "true"]
+    if wanted and acc.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        log.warning("%s was requested, but Accelerate runs these processes as %s: parameters, gradients and "
+                    "optimizer state are NOT sharded (Accelerate enables %s only for accelerator devices; for "
+                    "DeepSpeed on CPU, launch without ACCELERATE_USE_CPU and with DS_ACCELERATOR=cpu)",
+                    wanted[0], acc.distributed_type.value, wanted[0])
+
+
 def _maybe_test_kill(step: int) -> None:
     # Test hook: simulate a crash right after an optimizer step (tests/test_train_resume.py).
     rank = os.environ.get("VEGALM_TEST_KILL_RANK")  # only this rank dies (multi-process tests)
@@ -131,6 +168,7 @@ class Engine:
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
 
         optimizer = build_optimizer(model, cfg)
+        _configure_deepspeed(acc, cfg)
         # The scheduler is NOT prepared: Accelerate would step it once per process per call,
         # assuming a schedule counted in un-sharded batches. Ours counts optimizer steps.
         self.scheduler = build_scheduler(optimizer, cfg, self.total_steps)
@@ -177,10 +215,12 @@ class Engine:
         if cfg.tensorboard and acc.log_with:
             acc.init_trackers("tensorboard", config=_scalars(cfg.to_dict()))
         if acc.is_main_process:
+            _warn_if_not_sharded(acc)
             log.info(
-                "training: %d examples, %d optimizer steps (%d per epoch), micro-batch %d x %d accumulation x %d processes, %s precision",
+                "training: %d examples, %d optimizer steps (%d per epoch), micro-batch %d x %d accumulation x %d processes "
+                "(%s), %s precision",
                 len(self.train_data), self.total_steps, self.steps_per_epoch, cfg.batch_size,
-                cfg.grad_accum, acc.num_processes, cfg.mixed_precision,
+                cfg.grad_accum, acc.num_processes, describe_distributed(acc), cfg.mixed_precision,
             )
         bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
                    disable=not (cfg.progress and acc.is_local_main_process))

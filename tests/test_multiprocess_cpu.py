@@ -1,7 +1,12 @@
-"""FSDP for real on two CPU processes (gloo), through `accelerate launch` and
-configs/accelerate/fsdp_cpu_2proc.yaml (issue 13.2): SE pretraining and fine-tuning follow the
-one-process loss curve at the same global batch, final/ and best/ are plain gathered
-save_pretrained folders, and a run whose rank 1 is SIGKILLed resumes to the uninterrupted state."""
+"""Two CPU processes (gloo) through `accelerate launch` (issue 13.2): SE pretraining (from an index)
+and fine-tuning follow the one-process loss curve at the same global batch, a run whose rank 1 is
+SIGKILLed resumes to the uninterrupted state, and FSDP asked for on CPU processes is not silently
+taken for sharding.
+
+Accelerate 1.16 enables FSDP and DeepSpeed only for accelerator devices: with ACCELERATE_USE_CPU
+the processes are MULTI_CPU (DDP) whatever the config says, and without it the FSDP plugin refuses
+to start ("FSDP parameter initialization with `sync_module_states=True` is not supported on cpu").
+So these runs are DDP; sharded training is planned for GPUs (README, "Scaling up")."""
 
 from __future__ import annotations
 
@@ -24,52 +29,52 @@ def corpus(tmp_path_factory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("dist"))
 
 
-def _fsdp(args: list[str], **env: str):
-    return _launch("fsdp_cpu_2proc.yaml", args, **env)
+def _ddp(args: list[str], **env: str):
+    return _launch("cpu_2proc.yaml", args, **env)
 
 
 @pytest.fixture(scope="module")
-def fsdp_se(corpus) -> Path:
-    """The uninterrupted two-process FSDP SE run (compared with one process, and with a killed run)."""
-    two = _fsdp(_se(corpus, corpus / "two", 4))
+def ddp_se(corpus) -> Path:
+    """The uninterrupted two-process SE run (compared with one process, and with a killed run)."""
+    two = _ddp(_se(corpus, corpus / "two", 4))
     assert two.returncode == 0, two.stderr[-6000:]
     return corpus / "two"
 
 
-def test_fsdp_se_pretraining_matches_one_process(corpus, fsdp_se, tmp_path):
+def test_ddp_se_pretraining_matches_one_process(corpus, ddp_se, tmp_path):
     one = _one(_se(corpus, tmp_path / "one", 8))
     assert one.returncode == 0, one.stderr[-3000:]
-    assert "x 2 processes" in (fsdp_se / "train.log").read_text()
-    a, b = _losses(tmp_path / "one"), _losses(fsdp_se)
+    assert "x 2 processes (MULTI_CPU)" in (ddp_se / "train.log").read_text()
+    a, b = _losses(tmp_path / "one"), _losses(ddp_se)
     assert len(a) == len(b) == 6 and a[-1] < a[0] - 0.05  # learning, so the curves are comparable
     for x, y in zip(a, b):
         assert abs(x - y) <= 2e-3 * max(1.0, abs(x)), (a, b)
     # final/ is a plain, gathered masked LM: every tensor present, equal to the one-process run
     from transformers import AutoModelForMaskedLM
 
-    AutoModelForMaskedLM.from_pretrained(fsdp_se / "final")
+    AutoModelForMaskedLM.from_pretrained(ddp_se / "final")
     wa = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
-    wb = load_file(str(fsdp_se / "final" / "model.safetensors"))
+    wb = load_file(str(ddp_se / "final" / "model.safetensors"))
     assert set(wa) == set(wb)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
 
 
-def test_fsdp_resume_after_one_rank_is_killed(corpus, fsdp_se, tmp_path):
-    killed = _fsdp(_se(corpus, tmp_path / "run", 4), VEGALM_TEST_KILL_AT_STEP="5", VEGALM_TEST_KILL_RANK="1")
+def test_ddp_resume_after_one_rank_is_killed(corpus, ddp_se, tmp_path):
+    killed = _ddp(_se(corpus, tmp_path / "run", 4), VEGALM_TEST_KILL_AT_STEP="5", VEGALM_TEST_KILL_RANK="1")
     assert killed.returncode != 0
     assert not (tmp_path / "run" / "final").exists()  # nothing complete-looking after the crash
-    again = _fsdp(_se(corpus, tmp_path / "run", 4))
+    again = _ddp(_se(corpus, tmp_path / "run", 4))
     assert again.returncode == 0, again.stderr[-6000:]
     assert "resumed from" in (tmp_path / "run" / "train.log").read_text()
-    assert _losses(tmp_path / "run")[-2:] == pytest.approx(_losses(fsdp_se)[-2:], rel=1e-5)
-    wa = load_file(str(fsdp_se / "final" / "model.safetensors"))
+    assert _losses(tmp_path / "run")[-2:] == pytest.approx(_losses(ddp_se)[-2:], rel=1e-5)
+    wa = load_file(str(ddp_se / "final" / "model.safetensors"))
     wb = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
-def test_fsdp_finetune_matches_one_process(tmp_path):
+def test_ddp_finetune_matches_one_process(tmp_path):
     import shutil
 
     data = make_superglue(tmp_path / "sg", sizes=(32, 12, 8), tasks=("RTE",))
@@ -83,7 +88,7 @@ def test_fsdp_finetune_matches_one_process(tmp_path):
               "--mixed-precision", "no", "--warmup-ratio", "0", "--no-length-grouping"]
     one = _one([*common, "--batch-size", "8", "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _fsdp([*common, "--batch-size", "4", "--out", str(tmp_path / "two")])
+    two = _ddp([*common, "--batch-size", "4", "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-6000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(a) == len(b) == 4
@@ -98,3 +103,22 @@ def test_fsdp_finetune_matches_one_process(tmp_path):
     assert (tmp_path / "two" / "best" / "head.safetensors").is_file()
     val = [json.loads(x) for x in (tmp_path / "two" / "predictions" / "val.jsonl").read_text().splitlines()]
     assert [v["idx"] for v in val] == list(range(12))
+
+
+def test_fsdp_on_cpu_processes_says_it_is_not_sharding(corpus, tmp_path):
+    """FSDP requested for CPU processes runs as DDP (Accelerate's rule): the log says so loudly."""
+    import subprocess
+    import sys
+
+    from dist_fixtures import ENV, _port
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(_port()), "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_sync_module_states", "false",
+              "--fsdp_cpu_ram_efficient_loading", "false", "-m", "vegalm.cli"]
+    run = subprocess.run([*launch, *_se(corpus, tmp_path / "run", 4, steps=2)], capture_output=True, text=True,
+                         timeout=300, env={**ENV, "ACCELERATE_USE_CPU": "true"})
+    assert run.returncode == 0, run.stderr[-4000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "FSDP was requested, but Accelerate runs these processes as MULTI_CPU" in log
+    assert "NOT sharded" in log
