@@ -34,3 +34,21 @@ def write_text_corpus(path: Path, n_docs: int = 12, seed: int = 0) -> Path:
         docs.append("\n".join(lines))
     path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     return path
+
+
+def save_plain_tokenizer(folder: Path, pad_id: int = 0) -> None:
+    """bert-tiny's tokenizer saved into ``folder`` as a RoBERTa/DistilBERT-style one: no
+    token_type_ids (written into tokenizer_config.json: transformers does not save an instance's
+    ``model_input_names``) and, with ``pad_id=1``, RoBERTa's padding id (BERT's [unused0])."""
+    import json
+
+    from vegalm.backbones import load_tokenizer
+
+    tok = load_tokenizer("bert-tiny")
+    if pad_id:
+        tok.pad_token = tok.convert_ids_to_tokens(pad_id)
+    tok.save_pretrained(folder)
+    cfg_path = Path(folder) / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_input_names"] = ["input_ids", "attention_mask"]
+    cfg_path.write_text(json.dumps(cfg, indent=2))

@@ -133,14 +133,15 @@ CLI_FAMILIES = ("roberta", "distilbert", "deberta-v2", "albert", "electra", "mod
 def test_prompt_tune_and_predict_from_the_cli(family, tmp_path, capsys):
     """`vegalm prompt-tune` then `vegalm predict` on a local folder of each family. Its tokenizer
     produces no token_type_ids (as RoBERTa's, DistilBERT's, ... do): nothing assumes BERT inputs."""
+    from pretrain_fixtures import save_plain_tokenizer
     from transfer_fixtures import common_args, run_cli, write_tiny_data
     from vegalm.backbones import load_tokenizer
 
     d = tmp_path / family
-    build(family).save_pretrained(d)
-    tok = load_tokenizer("bert-tiny")
-    tok.model_input_names = ["input_ids", "attention_mask"]
-    tok.save_pretrained(d)
+    enc = build(family)
+    enc.save_pretrained(d)
+    save_plain_tokenizer(d, pad_id=enc.config.pad_token_id or 0)
+    assert "token_type_ids" not in load_tokenizer(str(d))("a", "b")
     data = write_tiny_data(tmp_path / "data")
     args = [a if a != "bert-tiny" else str(d) for a in common_args(data)]
     rc, _, err = run_cli(["prompt-tune", "--task", "cb", *args, "--max-length", "48", "--out", tmp_path / "run"],

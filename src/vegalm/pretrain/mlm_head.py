@@ -38,9 +38,15 @@ def find_head(mlm: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     # DistilBERT keeps its head as loose layers on the model.
     if all(hasattr(mlm, a) for a in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):
         return lambda h: mlm.vocab_projector(mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h))))
+    # Transform + decoder as two attributes: ModernBERT (head, decoder), ELECTRA's generator.
+    for transform, decoder in (("head", "decoder"), ("generator_predictions", "generator_lm_head")):
+        t, d = getattr(mlm, transform, None), getattr(mlm, decoder, None)
+        if isinstance(t, nn.Module) and isinstance(d, nn.Module):
+            return lambda h, t=t, d=d: d(t(h))
     raise TypeError(
         f"{type(mlm).__name__}: no position-wise MLM head found (looked for {', '.join(HEAD_ATTRS)}); "
-        "vegalm's sparse MLM head supports BERT, RoBERTa, MPNet, ALBERT, DeBERTa-v2 and DistilBERT"
+        "vegalm's sparse MLM head supports BERT, RoBERTa, XLM-R, MPNet, ALBERT, DeBERTa-v2/v3, DistilBERT, "
+        "ELECTRA (its generator) and ModernBERT"
     )
 
 
