@@ -71,6 +71,28 @@ def test_pretrain_leaves_nothing_when_the_model_does_not_load(tmp_path, capsys):
     assert rc == 1 and not out.exists(), err
 
 
+def test_corpus_token_ids_beyond_the_vocabulary(tmp_path, capsys):
+    """A cache whose tokens.bin holds an id past the model's embeddings (edited, or built with a larger
+    vocabulary): one clear line naming the file and block, for questions and pretrain, nothing written."""
+    import numpy as np
+
+    from vegalm.backbones import load_tokenizer
+    from vegalm.data.corpus import build_corpus
+
+    src = write_text_corpus(tmp_path / "a.txt", n_docs=6)
+    cache = build_corpus([str(src)], load_tokenizer(str(bert_tiny_path())), tmp_path / "cache", block_size=32,
+                         progress=False).path
+    tokens = np.memmap(cache / "tokens.bin", dtype=np.uint16, mode="r+").reshape(-1, 32)
+    tokens[2, 5] = 40000  # bert-tiny has 30,522 embeddings
+    tokens.flush()
+    for argv, out in ((["pretrain", "questions", "--out", tmp_path / "q"], tmp_path / "q"),
+                      (["pretrain", "--method", "mlm", "--max-steps", "1", "--no-tensorboard", "--out", tmp_path / "r"],
+                       tmp_path / "r")):
+        rc, _, err = run_cli([*argv, "--model", bert_tiny_path(), "--corpus", cache, "--no-progress"], capsys)
+        _one_clear_line(rc, err, "block 2 holds token id 40000")
+        assert not out.exists()
+
+
 def test_resuming_on_changed_data_is_refused(data, tmp_path, capsys):
     import shutil
 

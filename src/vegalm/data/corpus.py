@@ -284,6 +284,17 @@ class BlockCorpus:
     def fingerprint(self) -> str:
         return self.meta["fingerprint"]
 
+    def check_ids(self, n_embeddings: int, model: str, chunk_blocks: int = 65536) -> None:
+        """Every token id must index the model's embedding table: a cache edited or built with a
+        larger vocabulary is refused here, with the first bad block, not as an IndexError mid-run."""
+        for start in range(0, self.n_blocks, chunk_blocks):
+            part = np.asarray(self.tokens[start:start + chunk_blocks])
+            if part.size and int(part.max()) >= n_embeddings:
+                row, col = np.argwhere(part >= n_embeddings)[0]
+                raise VegaError(f"{self.path / TOKENS}: block {start + int(row)} holds token id "
+                                f"{int(part[row, col])}, but {model} has {n_embeddings} embeddings (ids 0.."
+                                f"{n_embeddings - 1}); rebuild the cache with this model's tokenizer")
+
     @property
     def tokenizer(self) -> dict[str, Any]:
         return self.meta["tokenizer"]

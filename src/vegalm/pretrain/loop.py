@@ -264,6 +264,7 @@ def pretrain(se: SEConfig, train: TrainConfig, out: str | Path, *, overwrite: bo
     if se.dropout is not None:
         kw = {"hidden_dropout_prob": se.dropout, "attention_probs_dropout_prob": se.dropout}
     mlm = load_mlm(se.model, **kw)
+    corpus.check_ids(mlm.get_input_embeddings().num_embeddings, se.model)  # before --out is touched
     # Every process calls these: they check on all ranks and write from the main one (vegalm.train.runs).
     prepare_run_dir(out, config, overwrite=overwrite)
     acc = make_accelerator(train, out)

@@ -250,6 +250,7 @@ def self_question(model_name: str, corpus_path: str | Path, out: str | Path, cfg
     corpus = open_corpus(corpus_path)
     corpus.check_tokenizer(load_tokenizer(model_name), model_name)
     mlm = load_mlm(model_name)
+    corpus.check_ids(mlm.get_input_embeddings().num_embeddings, model_name)
     fresh = fresh_mlm_head(mlm)
     from vegalm.precision import autocast_dtype
 
