@@ -58,8 +58,31 @@ def nli_root(data: str | Path) -> Path:
     return data
 
 
+class TaskRunOptions:
+    """What the options of a task run (fine-tuning, prompt tuning) share: the backbone recorded so
+    that it loads from any directory, and the task's two names."""
+
+    task: str
+    model: str
+
+    def __post_init__(self) -> None:
+        from vegalm.backbones import backbone_ref
+
+        self.model = backbone_ref(self.model)  # a relative folder would not load from another directory
+
+    @property
+    def task_name(self) -> str:
+        """The name the run records: ``rte``, ``nli:sick-e``, ..."""
+        return task_names(self.task)[0]
+
+    @property
+    def head_task(self) -> str:
+        """The SuperGLUE task whose framing, head and metric the run uses."""
+        return task_names(self.task)[1]
+
+
 @dataclass
-class FinetuneOptions:
+class FinetuneOptions(TaskRunOptions):
     task: str
     model: str
     data: str
@@ -72,19 +95,6 @@ class FinetuneOptions:
     adversarial: AdversarialConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
-
-    def __post_init__(self) -> None:
-        from vegalm.backbones import backbone_ref
-
-        self.model = backbone_ref(self.model)  # a relative folder would not load from another directory
-
-    @property
-    def task_name(self) -> str:
-        return task_names(self.task)[0]
-
-    @property
-    def head_task(self) -> str:
-        return task_names(self.task)[1]
 
     def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
         adv = self.adversarial

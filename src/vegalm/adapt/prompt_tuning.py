@@ -37,11 +37,11 @@ from vegalm.adapt.adversarial import AdversarialConfig, Objective
 from vegalm.adapt.finetune import (
     FinetuneOptions,
     TaskData,
+    TaskRunOptions,
     load_task_data,
     predict_task,
     score,
     task_engine,
-    task_names,
 )
 from vegalm.adapt.kd import KDObjective
 from vegalm.adapt.prompts import (
@@ -76,7 +76,7 @@ def default_train(**kw: Any) -> TrainConfig:
 
 
 @dataclass
-class PromptOptions:
+class PromptOptions(TaskRunOptions):
     task: str  # SuperGLUE task or NLI source name (nli:mnli, nli:scitail:rte, ...)
     model: str  # the (frozen) backbone
     data: str  # SuperGLUE folder; NLI sources: the shared data root, its nli/ or a sibling of nli/
@@ -98,20 +98,6 @@ class PromptOptions:
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
     train: TrainConfig = field(default_factory=default_train)
     provenance: dict[str, Any] = field(default_factory=dict)  # source, lambda origin... (into config.yaml)
-
-    def __post_init__(self) -> None:
-        from vegalm.backbones import backbone_ref
-
-        self.model = backbone_ref(self.model)  # a relative folder would not load from another directory
-
-    @property
-    def task_name(self) -> str:
-        return task_names(self.task)[0]
-
-    @property
-    def head_task(self) -> str:
-        """The SuperGLUE task whose framing, head and metric the run uses."""
-        return task_names(self.task)[1]
 
     def to_config(self, data_sizes: dict[str, int]) -> dict[str, Any]:
         d = dataclasses.asdict(self)
