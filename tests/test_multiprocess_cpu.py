@@ -1,6 +1,6 @@
-"""Two CPU processes (gloo) through `accelerate launch` (issue 13.2): SE pretraining (from an index)
-and fine-tuning follow the one-process loss curve at the same global batch, a run whose rank 1 is
-SIGKILLed resumes to the uninterrupted state, and FSDP asked for on CPU processes is not silently
+"""Two CPU processes (gloo) through `accelerate launch` (issue 13.2): fine-tuning follows the
+one-process loss curve at the same global batch (SE pretraining does too: tests/test_pretrain_dist.py),
+a run whose rank 1 is SIGKILLed resumes to the uninterrupted state, and FSDP asked for on CPU processes is not silently
 taken for sharding.
 
 Accelerate 1.16 enables FSDP and DeepSpeed only for accelerator devices: with ACCELERATE_USE_CPU
@@ -38,26 +38,8 @@ def ddp_se(corpus) -> Path:
     """The uninterrupted two-process SE run (compared with one process, and with a killed run)."""
     two = _ddp(_se(corpus, corpus / "two", 4))
     assert two.returncode == 0, two.stderr[-6000:]
+    assert "x 2 processes (MULTI_CPU)" in (corpus / "two" / "train.log").read_text()  # what really ran
     return corpus / "two"
-
-
-def test_ddp_se_pretraining_matches_one_process(corpus, ddp_se, tmp_path):
-    one = _one(_se(corpus, tmp_path / "one", 8))
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert "x 2 processes (MULTI_CPU)" in (ddp_se / "train.log").read_text()
-    a, b = _losses(tmp_path / "one"), _losses(ddp_se)
-    assert len(a) == len(b) == 6 and a[-1] < a[0] - 0.05  # learning, so the curves are comparable
-    for x, y in zip(a, b):
-        assert abs(x - y) <= 2e-3 * max(1.0, abs(x)), (a, b)
-    # final/ is a plain, gathered masked LM: every tensor present, equal to the one-process run
-    from transformers import AutoModelForMaskedLM
-
-    AutoModelForMaskedLM.from_pretrained(ddp_se / "final")
-    wa = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
-    wb = load_file(str(ddp_se / "final" / "model.safetensors"))
-    assert set(wa) == set(wb)
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-3, atol=1e-4)
 
 
 def test_ddp_resume_after_one_rank_is_killed(corpus, ddp_se, tmp_path):

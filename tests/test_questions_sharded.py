@@ -24,7 +24,7 @@ def test_two_processes_write_the_one_process_index(tmp_path):
 
     from vegalm.data.corpus import build_corpus
 
-    src = write_text_corpus(tmp_path / "a.txt", n_docs=60, seed=5)
+    src = write_text_corpus(tmp_path / "a.txt", n_docs=30, seed=5)
     build_corpus([str(src)], AutoTokenizer.from_pretrained(bert_tiny_path()), tmp_path / "cache", block_size=32,
                  progress=False)
     args = ["pretrain", "questions", "--model", str(bert_tiny_path()), "--corpus", str(tmp_path / "cache"),
