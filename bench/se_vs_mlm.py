@@ -125,6 +125,7 @@ def intrinsic(model_dir: str, held: Path, hard_index: Path | None) -> dict:
     blocks = list(range(len(corpus) - 1))  # the last block is padded
     with torch.inference_mode():
         out = evaluate(model, corpus, mask_spec(corpus), blocks, torch.autocast("cpu", enabled=False))
+        model.eval()  # evaluate() hands the model back in train mode: no dropout in what follows
         if hard_index is not None:
             from vegalm.pretrain.index import QuestionIndex
 
