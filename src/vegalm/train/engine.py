@@ -94,6 +94,8 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path) -> Accelerator:
 
 def describe_distributed(acc: Accelerator) -> str:
     """What actually runs, e.g. "DEEPSPEED ZeRO-3", "FSDP", "MULTI_CPU" (DDP on CPU processes)."""
+    if acc.distributed_type == DistributedType.NO:
+        return "one process"
     name = acc.distributed_type.value
     plugin = getattr(acc.state, "deepspeed_plugin", None)
     if acc.distributed_type == DistributedType.DEEPSPEED and plugin is not None:
