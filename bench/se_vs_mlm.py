@@ -178,6 +178,8 @@ def finetune_runs(a: argparse.Namespace, model: str, root: Path) -> None:
 
 def majority(arm_runs: dict) -> dict[str, float]:
     """Each task's score when every example gets the most frequent gold label of its scored set."""
+    import yaml
+
     from vegalm.adapt.finetune import score
     from vegalm.data.superglue.base import canonical_task
     from vegalm.evaluate.compare import _examples
@@ -187,9 +189,10 @@ def majority(arm_runs: dict) -> dict[str, float]:
     for (task, _), run in arm_runs.items():
         if task in out:
             continue
-        cfg = json.loads(json.dumps(__import__("yaml").safe_load((run.path / "config.yaml").read_text())))
+        cfg = yaml.safe_load((run.path / "config.yaml").read_text())
         head = cfg.get("head_task") or canonical_task(task)
-        examples = [e for e in _examples(task, head, cfg["data"]) if e.key in set(run.table.keys)]
+        scored = set(run.table.keys)
+        examples = [e for e in _examples(task, head, cfg["data"]) if e.key in scored]
         top = Counter(gold_value(head, e) for e in examples).most_common(1)[0][0]
         out[task] = score(head, examples, {e.key: top for e in examples}, task)["score"]
     return out

@@ -209,21 +209,23 @@ def _local_dir(name: str, path: str) -> Path | None:
     return p if p.is_dir() else _hub_snapshot(name)
 
 
-def checkpoint_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
-    """Weight name → shape, read from the checkpoint headers without loading tensors
-    (safetensors, sharded or not; .bin via mmap). None when the folder has no weights."""
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """The weight files of a checkpoint folder (safetensors or .bin, sharded or not); [] if none."""
     folder = Path(folder)
-    files: list[Path] = []
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).is_file():
             weight_map = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"]
-            files = [folder / f for f in sorted(set(weight_map.values()))]
-            break
-    else:
-        for single in ("model.safetensors", "pytorch_model.bin"):
-            if (folder / single).is_file():
-                files = [folder / single]
-                break
+            return [folder / f for f in sorted(set(weight_map.values()))]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / single).is_file():
+            return [folder / single]
+    return []
+
+
+def checkpoint_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Weight name → shape, read from the checkpoint headers without loading tensors
+    (safetensors, sharded or not; .bin via mmap). None when the folder has no weights."""
+    files = checkpoint_files(folder)
     if not files:
         return None
     shapes: dict[str, tuple[int, ...]] = {}

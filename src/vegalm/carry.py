@@ -40,19 +40,18 @@ def checkpoint_pooler(name_or_path: str | Path) -> dict[str, torch.Tensor]:
     """The pooler tensors of a local checkpoint, keyed ``pooler.<rest>`` (any model prefix stripped)."""
     from safetensors import safe_open
 
+    from vegalm.backbones import checkpoint_files
+
     d = _local(name_or_path)
-    if d is None:
-        return {}
-    index = d / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else (
-        ["model.safetensors"] if (d / "model.safetensors").is_file() else [])
     out: dict[str, torch.Tensor] = {}
-    for name in files:
-        with safe_open(str(d / name), "pt") as f:
-            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+    for f in checkpoint_files(d) if d is not None else []:
+        if f.suffix != ".safetensors":
+            continue
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():  # noqa: SIM118 - safe_open has no __iter__
                 at = k.find("pooler.")
                 if at == 0 or (at > 0 and k[at - 1] == "."):
-                    out[k[at:]] = f.get_tensor(k)
+                    out[k[at:]] = st.get_tensor(k)
     return out
 
 

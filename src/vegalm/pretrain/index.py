@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,9 @@ class IndexWriter:
         :func:`vegalm.pretrain.questioning.run_questions`), counters and histogram included."""
         shard = Path(shard)
         sp = self._read_progress(shard)
-        arrays = {name: (shard / name).read_bytes() for name in FILES}
-        for name, data in arrays.items():
-            with open(self.path / name, "ab") as f:
-                f.write(data)
+        for name in FILES:  # streamed: a shard of a large corpus need not fit in memory
+            with open(shard / name, "rb") as src, open(self.path / name, "ab") as f:
+                shutil.copyfileobj(src, f, 16 << 20)
                 f.flush()
                 os.fsync(f.fileno())
         p = self.progress
