@@ -140,8 +140,12 @@ def main() -> int:
             o, work / "sources" / s.replace(":", "_")))
         sources[s] = work / "sources" / s.replace(":", "_")
     sources |= {t: run_dir(t, "scratch", seeds[0]) for t in targets}
-    rankings = {}
-    for t in targets:
+    # a target's ranking is computed once and kept (work/rankings.json): a later invocation with more
+    # targets (hence more candidate sources) must not change the source its finished runs used
+    rank_file = work / "rankings.json"
+    saved = json.loads(rank_file.read_text()) if rank_file.is_file() else {}
+    rankings = {t: saved[t] for t in targets if t in saved}
+    for t in (t for t in targets if t not in rankings):
         cands = {s: r for s, r in sources.items() if s != t and not (t == "nli:sick-e" and s == "nli:sick")}
         rep = rank_sources([str(r) for r in cands.values()], t, data_for(t), model=a.model,
                            target_run=str(run_dir(t, "scratch", seeds[0])))
@@ -150,12 +154,15 @@ def main() -> int:
                 for r in rep["ranking"]]
         rankings[t] = {"ranking": rows, "chosen": rows[0]["source"], "score": rows[0]["activation"]}
         log.info("%s: source %s (activation %.4f)", t, rows[0]["source"], rows[0]["activation"])
+        rank_file.write_text(json.dumps(saved | rankings, indent=2) + "\n")
     # 3. transfer arms and fine-tuning
     weights = {"kd_official": "official", "kd_scaled": "scaled", "kd_const": a.kd_const}
     lambdas: dict = defaultdict(dict)
     for seed in seeds:
         for t in targets:
-            src, score = str(sources[rankings[t]["chosen"]]), rankings[t]["score"]
+            chosen = rankings[t]["chosen"]
+            src = str(sources.get(chosen) or run_dir(chosen, "scratch", seeds[0]))
+            score = rankings[t]["score"]
             o = popts(t, seed, TARGETS[t]["epochs"] * b["scale"])
             van = run_dir(t, "vanilla", seed)
             if any(x in arms for x in ("vanilla", *weights)):
