@@ -90,6 +90,29 @@ def test_rebuild_is_identical_and_second_build_reuses(tmp_path, tok, capsys):
     assert "reusing cache" in capsys.readouterr().out
 
 
+def test_cache_identity_is_the_content_not_the_timestamps_or_location(tmp_path, tok):
+    """A re-provisioned dataset (same bytes, new mtimes, another folder) reuses the cache and keeps
+    its fingerprint, so indexes and runs built on it still resume; a same-size edit with the old
+    mtime restored is still seen (the fast path is only taken for digests the cache recorded)."""
+    (tmp_path / "d").mkdir()
+    src = write_text_corpus(tmp_path / "d" / "a.txt")
+    a = build_corpus([str(src)], tok, tmp_path / "c", block_size=16, progress=False)
+    os.utime(src, ns=(10**18, 10**18))  # touched
+    again = build_corpus([str(src)], tok, tmp_path / "c", block_size=16, progress=False)
+    assert again.reused and again.meta["fingerprint"] == a.meta["fingerprint"]
+    moved = tmp_path / "elsewhere"
+    os.rename(tmp_path / "d", moved)
+    other_dir = build_corpus([str(moved / "a.txt")], tok, tmp_path / "c2", block_size=16, progress=False)
+    assert other_dir.meta["fingerprint"] == a.meta["fingerprint"]
+    st = (moved / "a.txt").stat()
+    data = bytearray((moved / "a.txt").read_bytes())
+    data[0] = ord("Z") if data[0] != ord("Z") else ord("Y")  # same size, other content
+    (moved / "a.txt").write_bytes(bytes(data))
+    os.utime(moved / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    edited = build_corpus([str(moved / "a.txt")], tok, tmp_path / "c2", block_size=16, progress=False)
+    assert not edited.reused and edited.meta["fingerprint"] != a.meta["fingerprint"]
+
+
 def test_special_token_strings_in_text_are_plain_text(tmp_path, tok):
     (tmp_path / "s.txt").write_text("a [MASK] and [PAD] and [CLS] here\n")
     c = open_corpus(build_corpus([str(tmp_path / "s.txt")], tok, tmp_path / "c", block_size=32, progress=False).path)

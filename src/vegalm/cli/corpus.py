@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into blocks '[CLS] ... [SEP]' of exactly --block-size tokens (only the last block is padded), and "
         "store them as CACHE/tokens.bin (memory-mapped) + CACHE/meta.json. Block ids are 0..n-1 in source "
         "order. Streams, so the corpus may be larger than memory; written atomically. Re-running with the "
-        "same sources (same files, sizes, mtimes), tokenizer and block size reuses the cache.",
+        "same source contents (sha256 per file), tokenizer and block size reuses the cache, even after a "
+        "copy or touch of the files.",
         epilog="SOURCES:\n"
         "  FILE            plain text (documents separated by blank lines), WikiExtractor <doc> file\n"
         "                  (detected), or JSONL (.jsonl/.json; text in --text-field)\n"

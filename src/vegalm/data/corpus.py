@@ -20,8 +20,9 @@ The build streams: segments are tokenised in batches and full blocks appended to
 so memory stays bounded whatever the corpus size. It writes into a temporary directory that
 is renamed onto CACHE at the end (vegalm.io.atomic_dir): a killed build leaves no cache that
 looks complete. The fingerprint covers the tokenizer (hash of its serialised vocabulary and
-rules), the block size and every source file's path, size and mtime; a build whose
-fingerprint matches the existing cache reuses it.
+rules), the block size and every source file's name and content (sha256; re-hashed only when
+a file's size or mtime changed since the cache recorded it); a build whose fingerprint matches
+the existing cache reuses it, wherever the files now live and whatever their timestamps.
 """
 
 from __future__ import annotations
@@ -85,10 +86,22 @@ def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
-def fingerprint(tok: dict[str, Any], block_size: int, sources: Sequence[Source], text_field: str) -> str:
+def fingerprint(tok: dict[str, Any], block_size: int, described: Sequence[dict], text_field: str) -> str:
+    """The cache's identity: what decides its bytes. Sources count by kind and content (each file's
+    name under its source root, size and sha256), not by where they live or when they were
+    written, so a copied or re-provisioned corpus reuses its cache and an edited one does not."""
+    sources = [{"kind": d["kind"], "files": [
+        {"name": os.path.relpath(f["path"], d["root"]), "size": f["size"], "sha256": f["sha256"]}
+        for f in d["files"]]} for d in described]
     ident = {"format": FORMAT, "tokenizer": tok["hash"], "block_size": block_size, "text_field": text_field,
-             "sources": [s.describe() for s in sources]}
+             "sources": sources}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _known_digests(meta: dict[str, Any]) -> dict[tuple[str, int, int], str]:
+    """(path, size, mtime) -> sha256 recorded by an earlier build: the fast path of the fingerprint."""
+    return {(f["path"], f["size"], f["mtime_ns"]): f["sha256"] for d in meta.get("sources", [])
+            for f in d.get("files", []) if "sha256" in f}
 
 
 # ---------------------------------------------------------------- packing
@@ -225,16 +238,18 @@ def build_corpus(
     if not parsed:
         raise VegaError("no corpus sources given")
     tok = tokenizer_info(tokenizer)
-    fp = fingerprint(tok, block_size, parsed, text_field)
+    old = None
     if (out / META).is_file() and not force:
         try:
             old = open_corpus(out).meta
         except VegaError as e:
             log.warning("existing cache at %s is unreadable (%s): rebuilding", out, e)
-        else:
-            if old.get("fingerprint") == fp:
-                return BuildResult(out, True, old)
-            log.info("inputs changed since %s was built: rebuilding", out)
+    described = [s.describe(_known_digests(old or {})) for s in parsed]
+    fp = fingerprint(tok, block_size, described, text_field)
+    if old is not None:
+        if old.get("fingerprint") == fp:
+            return BuildResult(out, True, old)
+        log.info("inputs changed since %s was built: rebuilding", out)
     t0 = time.time()
     with atomic_dir(out) as tmp, _quiet_length_warning(tokenizer):
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a cache is shared like any output
@@ -247,7 +262,7 @@ def build_corpus(
             "model": model_name,
             "tokenizer": tok,
             "text_field": text_field,
-            "sources": [s.describe() for s in parsed],
+            "sources": described,
             "build_seconds": round(time.time() - t0, 2),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vegalm.errors import DataError, VegaError
+from vegalm.fileid import Stamp, file_sha256, stamp
 
 Segment = tuple[str, bool]  # (text, this segment ends its document)
 KINDS = ("text", "wiki", "jsonl", "superglue")
@@ -42,12 +43,13 @@ class Source:
     root: Path
     files: list[Path] = field(default_factory=list)
 
-    def describe(self) -> dict:
-        """Identity for the cache fingerprint: every file with its size and modification time."""
+    def describe(self, known: Mapping[Stamp, str] | None = None) -> dict:
+        """Every file with its size, mtime and content sha256 (taken from ``known``, digests a
+        cache recorded earlier, when path, size and mtime are unchanged: no re-hashing)."""
         rows = []
         for f in self.files:
-            st = f.stat()
-            rows.append({"path": str(f), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            path, size, mtime = stamp(f)
+            rows.append({"path": path, "size": size, "mtime_ns": mtime, "sha256": file_sha256(f, known)})
         return {"spec": self.spec, "kind": self.kind, "root": str(self.root), "files": rows}
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from vegalm.fileid import file_sha256
 from vegalm.pipeline.runner import StepContext
 
 STEP_REF = "step:"  # a model produced by another step: "step:pretrain/se"
@@ -25,23 +24,12 @@ def resolve_model(ctx: StepContext, ref: str) -> str:
     return str(ctx.dep(name) / "run" / "final")
 
 
-@lru_cache(maxsize=4096)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_identity(paths: list[Path], root: Path) -> dict[str, str]:
     """{path relative to root: sha256}: a step's fingerprint changes when its data does."""
     out = {}
     for p in sorted(set(paths)):
         if p.is_file():
-            st = p.stat()
-            out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p)] = _file_digest(
-                str(p), st.st_size, st.st_mtime_ns)
+            out[str(p.relative_to(root)) if p.is_relative_to(root) else str(p)] = file_sha256(p)
     return out
 
 
