@@ -160,3 +160,17 @@ def test_disk_full_and_read_only_outputs_are_one_line(errno_, text, data, tmp_pa
     rc, _, err = run_cli(["finetune", "--task", "cb", *common_args(data), "--out", tmp_path / "run"], capsys)
     _one_clear_line(rc, err, text, "config.yaml")
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/vegalm-escaped", "a/b", ".hidden", ""])
+def test_a_recipe_name_cannot_choose_a_path(name, data, tmp_path, capsys, monkeypatch):
+    """`vegalm run` writes to runs/<name> by default: the name must stay a simple folder name."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    recipe = work / "r.yaml"
+    recipe.write_text(f"name: {json.dumps(name)}\nfinetune:\n  tasks: [cb]\n")
+    rc, _, err = run_cli(["run", recipe, "--data", data], capsys)
+    _one_clear_line(rc, err, "name:", "must be a simple name")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "r.yaml"]  # nothing written anywhere
+    assert not Path("/tmp/vegalm-escaped").exists()

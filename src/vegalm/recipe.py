@@ -11,6 +11,7 @@ line go through the same checks (``override finetune.train.lr=x: ...``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,7 @@ class Recipe:
         return int(self.task_max_length.get(task, self.max_length))
 
 
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CHOICES = {
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "pretrain.warmup.when": ("auto", "fresh_head", "always", "never"),
@@ -221,6 +223,11 @@ def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
             return None
         return t
 
+    if not isinstance(r.name, str) or not NAME_RE.fullmatch(r.name):
+        # the name picks `vegalm run`'s default directory (runs/<name>): "../../x" or "/tmp/x"
+        # would let a recipe file write anywhere
+        problems.append(f"{where('name')}: name: {r.name!r} must be a simple name (letters, digits, '.', '_', "
+                        "'-'; starting with a letter or digit): it becomes the folder runs/<name>")
     ft = [t for t in (task_name(n, "finetune.tasks") for n in r.finetune.tasks) if t]
     tt = [t for t in (task_name(n, "transfer.tasks") for n in r.transfer.tasks) if t]
     for t in sorted(set(ft) & set(tt)):
