@@ -48,6 +48,9 @@ def test_wrong_types_and_values_are_all_reported(tmp_path: Path) -> None:
     assert any(":7: pretrain.se.lr: must be > 0 (got -1.0)" in m for m in lines)
     assert any(":8: pretrain.se.cap: 'lots' must be auto, none or a ratio" in m for m in lines)
     assert any(":10: pretrain.warmup.when: 'sometimes' is not one of auto, fresh_head, always, never" in m for m in lines)
+    msg = _error(_write(tmp_path, "transfer:\n  head: big\n  head_lr: -1.0\n  prefix_dropout: 1.0\n"))
+    assert ":2: transfer.head: 'big' is not one of mlp, linear" in msg
+    assert "transfer.head_lr: must be >= 0" in msg and "transfer.prefix_dropout: must be < 1" in msg
 
 
 def test_task_names_and_lists(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ transfer:
   prompt: {{batch_size: 4, max_steps: 2}}
   student: {{batch_size: 4, max_steps: 2}}
   examples: 4
+  kd_weight: "{kd_weight}"
+  head: {head}
+  prefix_dropout: {prefix_dropout}
+  head_lr: {head_lr}
 """
 
 
@@ -46,20 +50,34 @@ def data(tmp_path_factory):
                           tasks=("CB", "RTE", "MultiRC", "ReCoRD", "WiC"))
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "bert"])  # BERT: bert-tiny in test_pipeline_*
+FAMS = [f for f in FAMILIES if f != "bert"]  # BERT: bert-tiny in the pipeline tests
+# the three KD weightings and the P-tuning v2 parity options, spread over the families
+WEIGHTS = ("official", "scaled", "0.3")
+
+
+@pytest.mark.parametrize("family", FAMS)
 def test_vegalm_run_on_the_family(family, data, tmp_path):
+    i = FAMS.index(family)
+    parity = dict(kd_weight=WEIGHTS[i % 3], head=("linear", "mlp")[i % 2], prefix_dropout=(0.0, -1.0)[i % 2],
+                  head_lr=(0.05, 0.0)[i % 2])
     model = tmp_path / "model"
     mlm = build_mlm(family)
     mlm.save_pretrained(model)
     save_plain_tokenizer(model, pad_id=mlm.config.pad_token_id or 0)
     recipe = tmp_path / "fam.yaml"
-    recipe.write_text(RECIPE.format(model=model))
+    recipe.write_text(RECIPE.format(model=model, **parity))
     assert main(["run", str(recipe), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     tasks = res["arms"]["vega"]["tasks"]
     assert {"multirc", "record", "wic", "cb"} <= set(tasks), tasks
     assert tasks["cb"]["method"] == "transfer" and tasks["wic"]["method"] == "finetune"
     assert res["submission"]["check_ok"]
+    assert tasks["cb"]["kd_weight"] == parity["kd_weight"], tasks["cb"]
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "run" / "steps" / "transfer" / "cb" / "run" / "config.yaml").read_text())
+    assert cfg["head"] == parity["head"] and cfg["head_lr"] == (parity["head_lr"] or None)
+    assert cfg["prefix_dropout"] == (None if parity["prefix_dropout"] < 0 else parity["prefix_dropout"])
     se = tmp_path / "run" / "steps" / "pretrain" / "se" / "run" / "final"
     AutoModelForMaskedLM.from_pretrained(se)
     AutoModel.from_pretrained(se)

@@ -138,6 +138,9 @@ class TransferSpec:
     kd_weight: str = "official"  # official | scaled | a number (vegalm.adapt.transfer)
     kd_lambda: float = -1.0  # >= 0: a constant (same as kd_weight: N); < 0: kd_weight decides
     lambda_max: float = 1.0
+    head: str = "mlp"  # mlp (dense-tanh-linear) | linear (P-tuning v2: dropout + linear)
+    head_lr: float = 0.0  # the head's learning rate; 0: the prompt's
+    prefix_dropout: float = -1.0  # dropout on the prefix keys/values; < 0: the backbone's hidden dropout
     task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> student Budget keys
 
 
@@ -180,6 +183,7 @@ CHOICES = {
     "finetune.boolq_val_split": ("auto", "never"),
     "transfer.mode": ("kd", "vanilla"),
     "transfer.rank_by": ("activation", "prompt"),
+    "transfer.head": ("mlp", "linear"),
 }
 POSITIVE = {"lr", "batch_size", "block_size", "grad_accum", "prompt_length", "examples", "teacher_lr", "k", "auto_cap"}
 NON_NEGATIVE = {"epochs", "max_steps", "steps", "eval_every", "early_stopping", "max_train_examples",
@@ -244,6 +248,11 @@ def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
         elif (t := task_name(c, "transfer.candidates")) is not None:
             cands.append(t)
     r.transfer.candidates = list(dict.fromkeys(cands))
+    if r.transfer.head_lr < 0:
+        problems.append(f"{where('transfer.head_lr')}: transfer.head_lr: must be >= 0 (0: the prompt's rate)")
+    if not r.transfer.prefix_dropout < 1:
+        problems.append(f"{where('transfer.prefix_dropout')}: transfer.prefix_dropout: must be < 1 "
+                        "(< 0: the backbone's hidden dropout)")
     lengths = {}
     for name, n in r.task_max_length.items():
         key = f"task_max_length.{name}"

@@ -46,7 +46,8 @@ def _prompt_options(ctx: StepContext, c: dict[str, Any], **kw: Any):
     return PromptOptions(task=c["task"], model=resolve_model(ctx, c["model"]), data=ctx.step.env["data"],
                          prompt_length=c["prompt_length"], max_length=c["max_length"],
                          max_train_examples=c["max_train_examples"], max_eval_examples=c["max_eval_examples"],
-                         train=train_config(c["train"]), **kw)
+                         train=train_config(c["train"]), head=c.get("head", "mlp"), head_lr=c.get("head_lr") or None,
+                         prefix_dropout=None if c.get("prefix_dropout", -1.0) < 0 else c["prefix_dropout"], **kw)
 
 
 def prompt_step(ctx: StepContext) -> dict[str, Any]:

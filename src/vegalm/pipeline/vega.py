@@ -152,10 +152,14 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
                 cands.append(cand)
         tr = r.transfer
         ptrain, plimits = budget_train(tr.prompt, r.seed, precision)
+        # P-tuning v2 parity options, in a step's config only when set (the default steps keep
+        # their fingerprints, so runs made before these options existed still resume)
+        parity = {k: v for k, v, default in (("head", tr.head, "mlp"), ("head_lr", tr.head_lr, 0.0),
+                                             ("prefix_dropout", tr.prefix_dropout, -1.0)) if v != default}
         for name in dict.fromkeys(cands + tt):
             add(Step(f"prompt/{A.slug(name)}", A.prompt_step,
                      {"task": name, "model": model, "prompt_length": tr.prompt_length, "max_length": r.length_for(name),
-                      "train": ptrain, **plimits, "files": task_files(data, name)},
+                      "train": ptrain, **plimits, **parity, "files": task_files(data, name)},
                      deps=deps, env=env, outputs=["run/predictions/metrics.json", "run/best/prompt.safetensors"],
                      kind="prompt", task=name))
         for t in tt:
@@ -175,7 +179,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
                      {"task": t, "model": model, "mode": tr.mode, "prompt_length": tr.prompt_length,
                       "max_length": r.length_for(t), "train": strain, **slimits, "teacher_lr": tr.teacher_lr,
                       "kd_lambda": tr.kd_lambda, "kd_weight": tr.kd_weight,
-                      "lambda_max": tr.lambda_max, "files": task_files(data, t)},
+                      "lambda_max": tr.lambda_max, **parity, "files": task_files(data, t)},
                      deps=[*deps, f"rank/{t}", *prompt_deps], env=env, kind="transfer", task=t,
                      outputs=["run/predictions/metrics.json", "run/predictions/val.jsonl",
                               "run/best/prompt.safetensors"] + (["run/predictions/test.jsonl"] if has_test else [])))
