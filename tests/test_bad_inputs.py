@@ -174,3 +174,31 @@ def test_a_recipe_name_cannot_choose_a_path(name, data, tmp_path, capsys, monkey
     _one_clear_line(rc, err, "name:", "must be a simple name")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "r.yaml"]  # nothing written anywhere
     assert not Path("/tmp/vegalm-escaped").exists()
+
+
+@pytest.mark.parametrize("command,module", [("finetune", "vegalm.adapt.finetune"),
+                                            ("prompt-tune", "vegalm.adapt.prompt_tuning")])
+def test_a_kill_while_predicting_leaves_no_finished_looking_predictions(command, module, data, tmp_path, capsys,
+                                                                         monkeypatch):
+    """predictions/metrics.json is written last (the done marker): killed while writing test.jsonl,
+    a run has no metrics.json, and its re-run writes every file."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    real = mod.write_jsonl
+
+    def killed_at_test(path, rows):
+        if Path(path).name == "test.jsonl":
+            raise KeyboardInterrupt("killed")  # what a SIGINT/SIGKILL-like stop looks like here
+        return real(path, rows)
+
+    out = tmp_path / "run"
+    argv = [command, "--task", "cb", *common_args(data), "--out", out]
+    monkeypatch.setattr(mod, "write_jsonl", killed_at_test)
+    rc, _, _ = run_cli(argv, capsys)  # the CLI turns the interrupt into a non-zero exit
+    assert rc != 0 and (out / "predictions" / "val.jsonl").exists()
+    assert not (out / "predictions" / "metrics.json").exists()
+    monkeypatch.setattr(mod, "write_jsonl", real)
+    rc, _, _ = run_cli(argv, capsys)
+    assert rc == 0
+    assert {p.name for p in (out / "predictions").iterdir()} >= {"val.jsonl", "test.jsonl", "metrics.json"}

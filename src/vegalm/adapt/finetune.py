@@ -364,13 +364,16 @@ def _final_predictions(accelerator, out: Path, name: str, data: TaskData, feats,
                # this invocation's training loop (a resumed run counts only the part it ran)
                "train_seconds": round(result.train_seconds, 3),
                "train_examples_per_s": round(result.examples_per_s, 3)}
-    if accelerator.is_main_process:
-        write_jsonl(out / "predictions" / "val.jsonl", task.leaderboard_lines(data.val, preds))
-        write_json(out / "predictions" / "metrics.json", summary)
+    test_preds = None
     if data.test:
         test_preds = predict_task(accelerator, best, name, data.test, feats["test"], tokenizer, batch_size)
-        if accelerator.is_main_process:
+    if accelerator.is_main_process:
+        write_jsonl(out / "predictions" / "val.jsonl", task.leaderboard_lines(data.val, preds))
+        if test_preds is not None:
             write_jsonl(out / "predictions" / "test.jsonl", task.leaderboard_lines(data.test, test_preds))
+        # LAST: metrics.json is the predictions' done marker (a kill before it leaves no
+        # finished-looking predictions/; the re-run predicts again from best/)
+        write_json(out / "predictions" / "metrics.json", summary)
     shown = " ".join(f"{k}={v:.2f}" for k, v in metrics.items())
     log.info("%s %s (best model, step %s): %s", task_name, data.val_name, result.best_step, shown)
     return summary

@@ -328,13 +328,14 @@ def _final_predictions(accelerator, out: Path, opts: PromptOptions, data: TaskDa
                "stopped_early": result.stopped_early, "params": params,
                "prompt_bytes": (out / "best" / PROMPT_FILE).stat().st_size}
     superglue = not nli.is_source_name(opts.task)
-    if accelerator.is_main_process:  # val.jsonl for NLI sources too (in the head task's format): `vegalm compare`
-        write_jsonl(out / "predictions" / "val.jsonl", get_task(head).leaderboard_lines(data.val, preds))
-        write_json(out / "predictions" / "metrics.json", summary)
+    test_preds = None
     if superglue and data.test:
         test_preds = predict_task(accelerator, best, head, data.test, feats["test"], tokenizer, batch_size)
-        if accelerator.is_main_process:
+    if accelerator.is_main_process:  # val.jsonl for NLI sources too (in the head task's format): `vegalm compare`
+        write_jsonl(out / "predictions" / "val.jsonl", get_task(head).leaderboard_lines(data.val, preds))
+        if test_preds is not None:
             write_jsonl(out / "predictions" / "test.jsonl", get_task(head).leaderboard_lines(data.test, test_preds))
+        write_json(out / "predictions" / "metrics.json", summary)  # LAST: the predictions' done marker
     log.info("%s %s (best model, step %s): %s", opts.task_name, data.val_name, result.best_step,
              " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
     return summary
