@@ -82,9 +82,11 @@ def test_two_way_source_is_rte_and_cannot_serve_cb(tmp_path):
 
 
 def test_names():
-    assert SOURCE_NAMES == ("nli:mnli", "nli:snli", "nli:sick", "nli:sick-e", "nli:scitail", "nli:anli")
+    assert SOURCE_NAMES == ("nli:mnli", "nli:snli", "nli:sick", "nli:sick-e", "nli:scitail", "nli:anli",
+                            "glue:sst-2")
     assert parse_source_name("NLI:MNLI")[1] == "cb" and parse_source_name("nli:mnli:rte")[1] == "rte"
-    for bad in ("nli:qnli", "mnli", "nli:mnli:copa"):
+    assert parse_source_name("glue:SST-2")[1] == "rte"
+    for bad in ("nli:qnli", "mnli", "nli:mnli:copa", "nli:sst-2", "glue:mnli", "glue:sst-2:cb"):
         with pytest.raises(VegaError):
             parse_source_name(bad)
 
@@ -234,5 +236,48 @@ def test_real_sources_match_data_md(shared_data):
     assert [len(read_source("nli:snli", shared_data, s)[0]) for s in ("train", "val")] == [9824, 9842]
     # SICK: 9,840 rows = 4,439 TRAIN + 495 TRIAL + 4,906 TEST
     assert [len(read_source("nli:sick", shared_data, s)[0]) for s in ("train", "val")] == [4439, 495]
+    # SST-2 (GLUE): 67,349 train / 872 dev sentences, 444 of the dev ones positive
+    sst = {s: read_source("glue:sst-2", shared_data / "superglue", s)[0] for s in ("train", "val")}
+    assert [len(v) for v in sst.values()] == [67349, 872] and sum(e.label == 0 for e in sst["val"]) == 444
     mnli_val, _ = read_source("nli:mnli", shared_data, "val")
     assert {CB.labels[e.label] for e in mnli_val} == set(CB.labels)
+
+
+def write_sst2(root, train_rows, dev_rows):
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        path = root / "glue" / "SST-2" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+
+
+def test_sst2_is_single_sentence_on_the_rte_head_scored_by_accuracy(tmp_path):
+    """`vegalm finetune --task glue:sst-2`: one segment per sentence (no empty second segment),
+    positive = RTE index 0, accuracy as the score, val.jsonl usable by `vegalm compare`."""
+    from vegalm.adapt.finetune import FinetuneOptions, finetune
+    from vegalm.adapt.framing import encode
+    from vegalm.backbones import load_tokenizer
+    from vegalm.evaluate.compare import load_arm
+    from vegalm.train import TrainConfig
+
+    good, bad = "a wonderful , moving film", "dull and tedious"
+    write_sst2(tmp_path, [(good if i % 2 else bad, i % 2) for i in range(32)], [(good, 1), (bad, 0)] * 4)
+    train, task = read_source("glue:sst-2", tmp_path / "nli", "train")  # the nli/ folder works too
+    assert task == "rte" and len(train) == 32 and train[1].label == 0 and train[0].label == 1
+    tok = load_tokenizer("bert-tiny")
+    ids = encode("rte", train[:1], tok, 32)[0].sequences[0]["input_ids"]
+    assert ids == tok(bad)["input_ids"]  # [CLS] sentence [SEP], not a pair with an empty second half
+    cfg = TrainConfig(lr=1e-3, batch_size=8, epochs=1, seed=5, tensorboard=False, progress=False)
+    result = finetune(FinetuneOptions(task="glue:sst-2", model="bert-tiny", data=str(tmp_path / "superglue"),
+                                      max_length=32, train=cfg), tmp_path / "run")
+    assert result["task"] == "glue:sst-2" and result["metrics"]["score"] == result["metrics"]["accuracy"]
+    assert load_arm(tmp_path / "run")[("glue:sst-2", 5)].table.names == ("accuracy",)
+
+
+def test_sst2_errors_name_every_bad_line(tmp_path):
+    from vegalm.errors import DataErrors
+
+    write_sst2(tmp_path, [("fine", 1), ("", 0), ("odd", 2)], [("ok", 1)])
+    with pytest.raises(DataErrors) as e:
+        read_source("glue:sst-2", tmp_path, "train")
+    msg = str(e.value)
+    assert "train.tsv:3: empty sentence" in msg and "train.tsv:4: label must be 0 or 1, got '2'" in msg

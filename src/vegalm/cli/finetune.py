@@ -116,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", required=True,
                    help="boolq cb copa multirc record rte wic wsc (or official names), or an NLI set read as CB/RTE: "
-                   "nli:sick-e (SICK-E: TRAIN / scored on TEST) nli:sick nli:mnli nli:snli nli:scitail nli:anli")
+                   "nli:sick-e (SICK-E: TRAIN / scored on TEST) nli:sick nli:mnli nli:snli nli:scitail nli:anli; or "
+                   "glue:sst-2 (single sentences on RTE's binary head; --data: the shared data root)")
     p.add_argument("--model", required=True,
                    help="backbone: bert-tiny | minilm-l6 | mpnet-base, a local folder, or a cached hub id")
     data_dir_arg(p)

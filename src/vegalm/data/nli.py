@@ -19,6 +19,7 @@ sick       SICK.txt rows with TRAIN        SICK.txt rows with TRIAL
 sick-e     SICK.txt rows with TRAIN        SICK.txt rows with TEST (the SICK-E benchmark)
 scitail    test.jsonl minus holdout        holdout of test.jsonl
 anli       test.jsonl minus holdout        holdout of test.jsonl (rounds 1-3 mixed)
+sst-2      glue/SST-2/train.tsv            glue/SST-2/dev.tsv (``glue:sst-2``, vegalm.data.glue)
 =========  ==============================  ==========================================
 
 The holdout (sources without their own dev split) is fixed by the text, not by file order:
@@ -56,8 +57,9 @@ NO_GOLD = "-"  # SNLI/MNLI: no majority label among annotators
 class Source:
     name: str
     ways: int  # 3 -> natural target CB, 2 -> RTE
-    files: dict[str, str]  # split -> file relative to the nli folder ("holdout" for a single file)
+    files: dict[str, str]  # split -> file relative to the family's folder ("holdout" for a single file)
     description: str
+    family: str = "nli"  # the name's prefix and the folder of the shared data root: nli/ or glue/
 
     @property
     def natural_task(self) -> str:
@@ -78,19 +80,23 @@ SOURCES: dict[str, Source] = {
                "SICK-E as benchmarked: TRAIN (4,439) / TEST (4,906); no model selection on TEST intended"),
         Source("scitail", 2, {"holdout": "scitail/test.jsonl"}, "SciTail test (2,126), 10% held out"),
         Source("anli", 3, {"holdout": "anli/test.jsonl"}, "ANLI R1-R3 test (3,200), 10% held out"),
+        Source("sst-2", 2, {"train": "SST-2/train.tsv", "val": "SST-2/dev.tsv"},
+               "GLUE SST-2 sentiment (67,349 / 872), single sentences on RTE's binary head", family="glue"),
     )
 }
-SOURCE_NAMES: tuple[str, ...] = tuple(f"nli:{name}" for name in SOURCES)
+SOURCE_NAMES: tuple[str, ...] = tuple(f"{s.family}:{s.name}" for s in SOURCES.values())
+FAMILIES = ("nli", "glue")
 
 
 def is_source_name(name: str) -> bool:
-    return name.strip().lower().startswith("nli:")
+    """``nli:<set>`` or ``glue:<set>``: a labelled set outside SuperGLUE, read as CB or RTE examples."""
+    return name.strip().lower().split(":", 1)[0] in FAMILIES and ":" in name
 
 
 def parse_source_name(name: str, as_task: str | None = None) -> tuple[Source, str]:
     """``"nli:mnli"`` -> (mnli, "cb"); ``"nli:mnli:rte"`` or ``as_task="rte"`` -> (mnli, "rte")."""
     parts = name.strip().lower().split(":")
-    if len(parts) not in (2, 3) or parts[0] != "nli" or parts[1] not in SOURCES:
+    if len(parts) not in (2, 3) or parts[1] not in SOURCES or parts[0] != SOURCES[parts[1]].family:
         raise VegaError(
             f"unknown NLI source {name!r}; expected one of: {' '.join(SOURCE_NAMES)} (optionally :cb or :rte)"
         )
@@ -113,9 +119,13 @@ def label_index(label: str, target: str) -> int:
     return RTE_LABELS.index("entailment" if label == "entailment" else "not_entailment")
 
 
-def resolve_nli_dir(data_root: str | Path) -> Path:
-    """Accept the shared data root (holding ``nli/``) or the ``nli`` folder itself."""
+def resolve_nli_dir(data_root: str | Path, family: str = "nli") -> Path:
+    """Accept the shared data root (holding ``nli/``, ``glue/``) or the ``nli`` folder itself."""
     root = Path(data_root)
+    if family != "nli":  # glue/ sits beside nli/ and superglue/ in the shared data root
+        if root.name == family:
+            return root
+        return next((c / family for c in (root, root.parent) if (c / family).is_dir()), root / family)
     return root / "nli" if (root / "nli").is_dir() else root
 
 
@@ -230,7 +240,7 @@ def read_source(
     source, target = parse_source_name(name, as_task)
     if split not in SPLITS:
         raise VegaError(f"{name}: no split {split!r} (has: {', '.join(SPLITS)})")
-    nli_dir = resolve_nli_dir(data_root)
+    nli_dir = resolve_nli_dir(data_root, source.family)
     relative = source.files.get(split) or source.files["holdout"]
     path = nli_dir / relative
     if not path.is_file():
@@ -238,7 +248,11 @@ def read_source(
             f"{path}: not found (the {source.name} file of {name}; --data should point at the "
             "shared data root or its nli/ folder)"
         )
-    if source.name in SICK_SETS:
+    if source.family == "glue":
+        from vegalm.data.glue import read_sst2
+
+        rows = read_sst2(path)
+    elif source.name in SICK_SETS:
         rows = _read_sick(path, split, source.name)
     else:
         rows = _read_jsonl(path, THREE_WAY if source.ways == 3 else TWO_WAY)
@@ -254,7 +268,7 @@ def describe_sources() -> list[dict[str, str]]:
     """One row per source for help texts and listings."""
     return [
         {
-            "name": f"nli:{s.name}",
+            "name": f"{s.family}:{s.name}",
             "as_task": s.natural_task,
             "ways": str(s.ways),
             "description": s.description,

@@ -43,6 +43,18 @@ def encode_pairs(
     if not firsts:
         return []
     out: list[dict[str, list[int]] | None] = [None] * len(firsts)
+    single = [i for i, b in enumerate(seconds) if b == ""]  # single-sentence sets (SST-2): one segment
+    if single:
+        enc = tokenizer([firsts[i] for i in single], truncation=True, max_length=max_length)
+        for row, i in enumerate(single):
+            out[i] = model_inputs(enc, tokenizer, row)
+        if len(single) == len(firsts):
+            return out  # type: ignore[return-value]
+        rest = [i for i, b in enumerate(seconds) if b != ""]
+        for i, enc_row in zip(rest, encode_pairs([firsts[i] for i in rest], [seconds[i] for i in rest], tokenizer,
+                                                 max_length, keep_first=keep_first, task=task)):
+            out[i] = enc_row
+        return out  # type: ignore[return-value]
     groups: dict[str, list[int]] = {"only_second": [], "longest_first": []}
     if keep_first:
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
