@@ -124,14 +124,18 @@ def main() -> int:
     def run_dir(task: str, arm: str, seed: int) -> Path:
         return work / arm / task.replace(":", "_") / f"seed-{seed}"
 
-    # 1. scratch prompts (the first seed's are also sources and the ranking's reference)
-    for seed in seeds:
+    # Seeds are the outer loop: an invocation stopped early leaves whole seeds (every arm), which a
+    # later one completes (finished runs are reused).
+    def scratch(seed: int) -> None:
+        """Scratch prompts (the first seed's are also sources and the ranking's reference)."""
         for t in targets:
             for arm, head in (("scratch", "mlp"), ("scratch_linear", "linear")):
                 if arm in arms or (arm == "scratch" and seed == seeds[0]):
                     o, r = popts(t, seed, TARGETS[t]["epochs"] * b["scale"], head=head), run_dir(t, arm, seed)
                     once(r, f"{t} {arm} seed {seed}", lambda o=o, r=r: prompt_tune(o, r))
-    # 2. NLI source prompts, then the ranking per target
+
+    scratch(seeds[0])
+    # NLI source prompts, then the ranking per target
     sources = {}
     for s in NLI_SOURCES:
         o = popts(s, 0, b["source_epochs"], max_train=b["source_max_train"])
@@ -155,10 +159,11 @@ def main() -> int:
         rankings[t] = {"ranking": rows, "chosen": rows[0]["source"], "score": rows[0]["activation"]}
         log.info("%s: source %s (activation %.4f)", t, rows[0]["source"], rows[0]["activation"])
         rank_file.write_text(json.dumps(saved | rankings, indent=2) + "\n")
-    # 3. transfer arms and fine-tuning
+    # per seed: scratch arms, transfer arms, fine-tuning
     weights = {"kd_official": "official", "kd_scaled": "scaled", "kd_const": a.kd_const}
     lambdas: dict = defaultdict(dict)
     for seed in seeds:
+        scratch(seed)
         for t in targets:
             chosen = rankings[t]["chosen"]
             src = str(sources.get(chosen) or run_dir(chosen, "scratch", seeds[0]))
