@@ -291,6 +291,9 @@ def prompt_tune(opts: PromptOptions, out: str | Path, *, overwrite: bool = False
     feats = {split: encode(head, exs, tokenizer, opts.max_length)
              for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
     resumed = prepare_run_dir(out, config, overwrite=overwrite)
+    # a KD student's directory is prepared by transfer() before its teacher trains inside it: only a
+    # checkpoint makes this a resume
+    resumed = resumed and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
     handler = attach_log(out)
     try:
         log.info("%s %s: %s (as %s), backbone %s%s, %d train / %d val examples",
