@@ -18,7 +18,7 @@ import pytest
 from test_pipeline_data import tiny_run
 from vegalm.pipeline.runner import DONE, marker_ok
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]  # one tiny run per worker
 
 KILLS, SEED = 5, 20240611
 

@@ -14,7 +14,7 @@ import pytest
 
 from test_pipeline_data import tiny_run
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]  # one tiny run per worker
 
 
 def _metrics(run: Path, step: str) -> dict[str, float]:
