@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,12 +49,18 @@ REPO = Path(__file__).resolve().parents[1]
 KINDS = ("hf_mlm", "mlm", "se", "encoder_only", "questions", "plain_forward", "stock_scoring")
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM). Not getrusage's ru_maxrss: on Linux that survives
+    exec, so a worker forked from a large parent reports the parent's size as its floor."""
+    return _rss_mb("VmHWM")
 
 
 def worker(a: argparse.Namespace) -> dict:
@@ -185,7 +190,7 @@ def worker(a: argparse.Namespace) -> dict:
     if dev.type == "cuda":
         out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
-        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["peak_rss_mb"] = peak_rss_mb()
         out["rss_after_setup_mb"] = rss0
     return out
 
