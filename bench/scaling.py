@@ -161,6 +161,17 @@ def _get(rows: list[dict], **k) -> dict | None:
     return next((r for r in rows if all(r[x] == v for x, v in k.items())), None)
 
 
+def _axis_sentence(m: str, kind: str, pts: list[dict], axis: str, ratio, phrase: str, above: str,
+                   below: str) -> list[str]:
+    """One sentence on how tokens/s and memory move between the ends of an axis (1.15: noise margin)."""
+    if len(pts) < 2:
+        return []
+    lo, hi = pts[0], pts[-1]
+    r = ratio(lo["tokens_per_s"], hi["tokens_per_s"])
+    return [f"{m} {kind}: {axis} {lo[axis]} -> {hi[axis]} {phrase.format(r)} ({above if r > 1.15 else below}); "
+            f"peak memory {lo['peak_memory_mb']:.0f} -> {hi['peak_memory_mb']:.0f} MB"]
+
+
 def analysis(rows: list[dict]) -> list[str]:
     """Sentences computed from the measurements: how per-token cost moves along each axis."""
     out = []
@@ -170,18 +181,12 @@ def analysis(rows: list[dict]) -> list[str]:
                               key=lambda r: r["block"])
             on_batch = sorted((r for r in rows if r["model"] == m and r["kind"] == kind and r["block"] == BASE["block"]),
                               key=lambda r: r["batch"])
-            if len(on_block) >= 2:
-                lo, hi = on_block[0], on_block[-1]
-                ratio = lo["tokens_per_s"] / hi["tokens_per_s"]
-                out.append(f"{m} {kind}: block {lo['block']} -> {hi['block']} costs {ratio:.2f}x more per token "
-                           f"({'attention, quadratic in the block, takes a growing share' if ratio > 1.15 else 'per-token cost nearly flat: the linear layers dominate'}); "
-                           f"peak memory {lo['peak_memory_mb']:.0f} -> {hi['peak_memory_mb']:.0f} MB")
-            if len(on_batch) >= 2:
-                lo, hi = on_batch[0], on_batch[-1]
-                gain = hi["tokens_per_s"] / lo["tokens_per_s"]
-                out.append(f"{m} {kind}: batch {lo['batch']} -> {hi['batch']} gives {gain:.2f}x the tokens/s "
-                           f"({'fixed per-step cost (optimizer, Python, small matmuls) amortised' if gain > 1.15 else 'already compute-bound at small batches'}); "
-                           f"peak memory {lo['peak_memory_mb']:.0f} -> {hi['peak_memory_mb']:.0f} MB")
+            out += _axis_sentence(m, kind, on_block, "block", lambda lo, hi: lo / hi, "costs {:.2f}x more per token",
+                                  "attention, quadratic in the block, takes a growing share",
+                                  "per-token cost nearly flat: the linear layers dominate")
+            out += _axis_sentence(m, kind, on_batch, "batch", lambda lo, hi: hi / lo, "gives {:.2f}x the tokens/s",
+                                  "fixed per-step cost (optimizer, Python, small matmuls) amortised",
+                                  "already compute-bound at small batches")
     base = [r for r in rows if r["batch"] == BASE["batch"] and r["block"] == BASE["block"]]
     for kind in KINDS:
         per = {r["model"]: r for r in base if r["kind"] == kind}

@@ -43,23 +43,14 @@ def encode_pairs(
     if not firsts:
         return []
     out: list[dict[str, list[int]] | None] = [None] * len(firsts)
-    single = [i for i, b in enumerate(seconds) if b == ""]  # single-sentence sets (SST-2): one segment
-    if single:
-        enc = tokenizer([firsts[i] for i in single], truncation=True, max_length=max_length)
-        for row, i in enumerate(single):
-            out[i] = model_inputs(enc, tokenizer, row)
-        if len(single) == len(firsts):
-            return out  # type: ignore[return-value]
-        rest = [i for i, b in enumerate(seconds) if b != ""]
-        for i, enc_row in zip(rest, encode_pairs([firsts[i] for i in rest], [seconds[i] for i in rest], tokenizer,
-                                                 max_length, keep_first=keep_first, task=task)):
-            out[i] = enc_row
-        return out  # type: ignore[return-value]
-    groups: dict[str, list[int]] = {"only_second": [], "longest_first": []}
+    # an empty second segment (single-sentence sets, SST-2) is encoded as one segment, not a pair
+    groups: dict[str, list[int]] = {"single": [i for i, b in enumerate(seconds) if b == ""],
+                                    "only_second": [], "longest_first": []}
+    pairs = [i for i, b in enumerate(seconds) if b != ""]
     if keep_first:
         room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
-        first_lens = [len(ids) for ids in tokenizer(list(firsts), add_special_tokens=False)["input_ids"]]
-        for i, n in enumerate(first_lens):
+        first_lens = [len(ids) for ids in tokenizer([firsts[i] for i in pairs], add_special_tokens=False)["input_ids"]]
+        for i, n in zip(pairs, first_lens):
             groups["only_second" if n < room else "longest_first"].append(i)
         if groups["longest_first"]:
             log.warning(
@@ -72,14 +63,15 @@ def encode_pairs(
                 max_length,
             )
     else:
-        groups["longest_first"] = list(range(len(firsts)))
+        groups["longest_first"] = pairs
     for strategy, idx in groups.items():
         if not idx:
             continue
+        second = None if strategy == "single" else [seconds[i] for i in idx]
         enc = tokenizer(
             [firsts[i] for i in idx],
-            [seconds[i] for i in idx],
-            truncation=strategy,
+            second,
+            truncation=True if strategy == "single" else strategy,
             max_length=max_length,
         )
         for row, i in enumerate(idx):
