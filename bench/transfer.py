@@ -84,6 +84,9 @@ def main() -> int:
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--extra-sources", default="",
+                    help="other targets whose first-seed scratch prompt is a source candidate without being a "
+                         "target here (e.g. --targets rte --extra-sources cb: CB's prompt competes with the NLI sets)")
     ap.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")))
     ap.add_argument("--lr", type=float, default=1e-2, help="prompt learning rate (P-tuning v2 range 5e-3..1e-2)")
     ap.add_argument("--ft-lr", type=float, default=1e-4, help="full fine-tuning learning rate")
@@ -107,6 +110,10 @@ def main() -> int:
 
     prec = resolve_precision("auto", "cpu")
     targets, arms = a.targets.split(","), a.arms.split(",")
+    extra = [t for t in a.extra_sources.split(",") if t and t not in targets]
+    for t in extra + targets:
+        if t not in TARGETS:
+            ap.error(f"unknown target {t!r} (one of {', '.join(TARGETS)})")
     work = a.work / a.model / a.budget
     quiet = dict(progress=False, tensorboard=False, log_every=50, mixed_precision=prec)
     t_start = time.perf_counter()
@@ -135,6 +142,9 @@ def main() -> int:
                     once(r, f"{t} {arm} seed {seed}", lambda o=o, r=r: prompt_tune(o, r))
 
     scratch(seeds[0])
+    for t in extra:  # a source only: its first-seed scratch prompt
+        o, r = popts(t, seeds[0], TARGETS[t]["epochs"] * b["scale"]), run_dir(t, "scratch", seeds[0])
+        once(r, f"{t} scratch seed {seeds[0]} (source)", lambda o=o, r=r: prompt_tune(o, r))
     # NLI source prompts, then the ranking per target
     sources = {}
     for s in NLI_SOURCES:
@@ -143,7 +153,7 @@ def main() -> int:
         once(work / "sources" / s.replace(":", "_"), f"source {s}", lambda o=o, s=s: prompt_tune(
             o, work / "sources" / s.replace(":", "_")))
         sources[s] = work / "sources" / s.replace(":", "_")
-    sources |= {t: run_dir(t, "scratch", seeds[0]) for t in targets}
+    sources |= {t: run_dir(t, "scratch", seeds[0]) for t in extra + targets}
     # a target's ranking is computed once and kept (work/rankings.json): a later invocation with more
     # targets (hence more candidate sources) must not change the source its finished runs used
     rank_file = work / "rankings.json"
