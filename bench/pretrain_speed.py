@@ -80,6 +80,10 @@ def worker(a: argparse.Namespace) -> dict:
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if a.bf16 else torch.autocast(dev.type, enabled=False)
     tok = load_tokenizer(a.model)
     mlm = load_mlm(a.model).to(dev)
+    if a.worker in ("mlm", "se", "encoder_only"):  # vegalm's training steps: the engine's attention kernel
+        from vegalm.train.kernels import apply_attention
+
+        apply_attention(mlm, "auto", dev)
     corpus = open_corpus(Path(a.work) / "corpus")
     spec = mask_spec(corpus)
     B, n = a.batch_size, a.steps + a.warmup
@@ -184,7 +188,7 @@ def worker(a: argparse.Namespace) -> dict:
     peak = peak_flops(_gpu_name()) if dev.type == "cuda" else None
     out_mfu = (flops / statistics.median(times)) / peak if peak else None
     out = {"kind": a.worker, "step_s": statistics.median(times), "step_s_all": times, "optimizer": optimizer,
-           "model_flops_per_step": flops, "mfu": out_mfu,
+           "attention": mlm.config._attn_implementation, "model_flops_per_step": flops, "mfu": out_mfu,
            "warmup_s": warmup_s, "precision": "bf16" if a.bf16 else "fp32",
            "tokens_per_s": B * corpus.block_size / statistics.median(times)}
     if dev.type == "cuda":

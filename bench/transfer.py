@@ -57,7 +57,9 @@ TARGETS = {
 NLI_SOURCES = ("nli:mnli", "nli:snli", "nli:scitail", "nli:anli", "nli:sick")
 BUDGETS = {  # scale: multiplies the epochs; max_train/max_eval: caps (0: all)
     "tiny": dict(scale=0.02, max_train=32, max_eval=32, source_epochs=0.5, source_max_train=64, seeds=(1, 2)),
-    "cpu": dict(scale=1.0, max_train=0, max_eval=0, source_epochs=2, source_max_train=5000, seeds=(1, 2, 3, 4, 5)),
+    # sources: 3 epochs of up to 40,000 examples (5,000 x 2 left bert-tiny's MNLI/SNLI/ANLI prompts at
+    # chance, and a prompt that has not learned its own task transfers nothing)
+    "cpu": dict(scale=1.0, max_train=0, max_eval=0, source_epochs=3, source_max_train=40000, seeds=(1, 2, 3, 4, 5)),
 }
 
 
@@ -154,6 +156,15 @@ def main() -> int:
             o, work / "sources" / s.replace(":", "_")))
         sources[s] = work / "sources" / s.replace(":", "_")
     sources |= {t: run_dir(t, "scratch", seeds[0]) for t in extra + targets}
+    # A candidate must have learned its own task (beat its majority class on its val set): ranking a
+    # chance-level prompt by activation similarity would "transfer" noise.
+    learned = source_check(sources)
+    for s, v in learned.items():
+        if not v["learned"]:
+            log.warning("source %s is not a candidate: %.2f on its val set, majority class %.2f", s, v["score"],
+                        v["majority"])
+    if a.budget != "tiny":  # the tiny budget only checks paths: nothing learns there
+        sources = {s: r for s, r in sources.items() if learned[s]["learned"]}
     # a target's ranking is computed once and kept (work/rankings.json): a later invocation with more
     # targets (hence more candidate sources) must not change the source its finished runs used
     rank_file = work / "rankings.json"
@@ -161,6 +172,8 @@ def main() -> int:
     rankings = {t: saved[t] for t in targets if t in saved}
     for t in (t for t in targets if t not in rankings):
         cands = {s: r for s, r in sources.items() if s != t and not (t == "nli:sick-e" and s == "nli:sick")}
+        if not cands:
+            raise SystemExit(f"{t}: no source prompt learned its own task (see the warnings): raise the sources' budget")
         rep = rank_sources([str(r) for r in cands.values()], t, data_for(t), model=a.model,
                            target_run=str(run_dir(t, "scratch", seeds[0])))
         by_run = {str(r): s for s, r in cands.items()}
@@ -197,11 +210,25 @@ def main() -> int:
                                                        seed=seed, **quiet))
                 once(r, f"{t} finetune seed {seed}", lambda fo=fo, r=r: finetune(fo, r), keep_model=False)
     result = summarise(a, work, targets, arms, seeds, rankings, lambdas, prec)
+    result["source_check"] = learned
     result["wall_s"] = time.perf_counter() - t_start
     stem = a.out or REPO / "bench" / "results" / ("transfer" + ("" if a.model == "bert-tiny" else f"_{a.model}")
                                                  + ("_tiny" if a.budget == "tiny" else ""))
     write(result, stem)
     return 0
+
+
+def source_check(sources: dict[str, Path]) -> dict[str, dict]:
+    """Each source run's own val score against its majority class (``learned``: beats it by > 0.01)."""
+    from se_vs_mlm import majority
+    from vegalm.evaluate.compare import load_run
+
+    out = {}
+    for s, r in sources.items():
+        run = load_run(r)
+        maj = majority({(run.task, run.seed): run})[run.task]
+        out[s] = {"score": run.metrics["score"], "majority": maj, "learned": run.metrics["score"] > maj + 0.01}
+    return out
 
 
 def curves(work: Path, t: str, arm: str, seeds) -> list[float]:
@@ -274,6 +301,11 @@ def write(r: dict, stem: Path) -> None:
     for t, s in r["sources"].items():
         lam = "; ".join(f"{k}: {v['lambda']:.3g} ({v['how']})" for k, v in r["lambdas"].get(t, {}).items())
         lines.append(f"| {t} | {s['chosen']} | {s['score']:.4f} | {lam} |")
+    if r.get("source_check"):
+        lines += ["", "Source candidates, each on its own val set (a prompt that did not beat its majority class "
+                  "is not a candidate):", "", "| source | own val score | majority | candidate |", "|---|---|---|---|"]
+        lines += [f"| {s} | {v['score']:.2f} | {v['majority']:.2f} | {'yes' if v['learned'] else 'no'} |"
+                  for s, v in r["source_check"].items()]
     for name, c in r["compare"].items():
         b_name, a_name = name.split(" - ")
         lines += ["", f"## {name}", "", markdown(c, a_name, b_name)]

@@ -36,6 +36,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="autocast precision. auto (default): bf16 on a GPU or CPU that computes bf16 natively "
                    "(AMX, AVX-512 BF16, Arm bf16), else float32 (no); VEGALM_CPU_BF16=0 pins float32 on CPU. "
                    "fp16 needs a GPU")
+    g.add_argument("--attention", choices=("auto", "sdpa", "eager"), default="auto",
+                   help="attention kernel for training. auto (default): eager on CPU (SDPA has no fused CPU kernel "
+                   "with dropout, and its math path is slower), the model's own (SDPA) on GPU. Same results; "
+                   "not recorded in saved models")
     g.add_argument("--eval-every", type=int, default=0, help="evaluate on val every N steps (always at each epoch end)")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (always at evaluations)")
     g.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
@@ -69,7 +73,7 @@ def options_from_args(args: argparse.Namespace, task: str, data: Path):
         lr=args.lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, grad_accum=args.grad_accum,
         epochs=args.epochs, max_steps=args.max_steps, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        mixed_precision=resolve_precision(args.mixed_precision), eval_every=args.eval_every, save_every=args.save_every, early_stopping=args.early_stopping,
+        mixed_precision=resolve_precision(args.mixed_precision), attention=args.attention, eval_every=args.eval_every, save_every=args.save_every, early_stopping=args.early_stopping,
         seed=args.seed, length_grouped=not args.no_length_grouping, log_every=args.log_every,
         tensorboard=not args.no_tensorboard, progress=not args.no_progress,
     )

@@ -55,8 +55,8 @@ def _train(args: argparse.Namespace) -> int:
                   online=args.online, dropout=args.dropout)
     train = TrainConfig(lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                         max_steps=args.max_steps, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-                        max_grad_norm=args.max_grad_norm, mixed_precision=precision, save_every=args.save_every,
-                        seed=args.seed, length_grouped=False, log_every=args.log_every,
+                        max_grad_norm=args.max_grad_norm, mixed_precision=precision, attention=args.attention,
+                        save_every=args.save_every, seed=args.seed, length_grouped=False, log_every=args.log_every,
                         tensorboard=not args.no_tensorboard, progress=not args.no_progress)
     summary = pretrain(se, train, args.out, overwrite=args.overwrite)
     print(json.dumps({k: summary[k] for k in ("method", "global_step", "final", "n_blocks", "passes")}))
@@ -109,6 +109,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                    help="auto (default): bf16 autocast on a GPU or CPU that computes bf16 natively (AMX, AVX-512 "
                    "BF16, Arm bf16), else float32 (VEGALM_CPU_BF16=0 pins float32 on CPU)")
+    g.add_argument("--attention", choices=("auto", "sdpa", "eager"), default="auto",
+                   help="attention kernel for training. auto (default): eager on CPU (SDPA has no fused CPU kernel "
+                   "with dropout, and its math path is slower), the model's own (SDPA) on GPU. Same results; "
+                   "not recorded in saved models")
     g.add_argument("--save-every", type=int, default=500, help="checkpoint every N optimizer steps (default 500)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--log-every", type=int, default=10)

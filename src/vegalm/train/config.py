@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vegalm.errors import VegaError
+from vegalm.train.kernels import ATTENTION
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -32,6 +33,7 @@ class TrainConfig:
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0  # 0: no clipping
     mixed_precision: str = "no"
+    attention: str = "auto"  # attention kernel: auto (eager on CPU, the model's own on GPU) | sdpa | eager
     eval_every: int = 0  # optimizer steps; 0: at each epoch end only
     save_every: int = 0  # optimizer steps; 0: at evaluations and the end only
     early_stopping: int = 0  # patience in evaluations; 0: off
@@ -59,6 +61,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if self.epochs <= 0 and self.max_steps == 0:
             problems.append("epochs must be > 0 unless max_steps is set")
+        if self.attention not in ATTENTION:
+            problems.append(f"attention must be one of {', '.join(ATTENTION)}, not {self.attention!r}")
         if self.schedule not in ("linear", "constant"):
             problems.append(f"schedule must be linear or constant, not {self.schedule!r}")
         if not 0 <= self.warmup_ratio < 1:

@@ -36,6 +36,7 @@ from vegalm.errors import VegaError
 from vegalm.io import atomic_dir, recover_dir
 from vegalm.train import checkpoint as ckpt
 from vegalm.train.config import TrainConfig
+from vegalm.train.kernels import apply_attention
 from vegalm.train.optim import build_optimizer, build_scheduler
 from vegalm.train.runs import append_train_metrics, process_state, truncate_train_metrics, write_metrics
 from vegalm.train.sampling import epoch_batches, shard
@@ -169,6 +170,8 @@ class Engine:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * self.steps_per_epoch)
 
+        # before prepare(): DDP/FSDP wrappers hide the transformers model
+        self.attention = apply_attention(model, cfg.attention, acc.device) or "the model's own"
         optimizer = build_optimizer(model, cfg)
         _configure_deepspeed(acc, cfg)
         # The scheduler is NOT prepared: Accelerate would step it once per process per call,
@@ -220,9 +223,9 @@ class Engine:
             _warn_if_not_sharded(acc)
             log.info(
                 "training: %d examples, %d optimizer steps (%d per epoch), micro-batch %d x %d accumulation x %d processes "
-                "(%s), %s precision",
+                "(%s), %s precision, %s attention",
                 len(self.train_data), self.total_steps, self.steps_per_epoch, cfg.batch_size,
-                cfg.grad_accum, acc.num_processes, describe_distributed(acc), cfg.mixed_precision,
+                cfg.grad_accum, acc.num_processes, describe_distributed(acc), cfg.mixed_precision, self.attention,
             )
         bar = tqdm(total=self.total_steps, initial=state["step"], desc="train", dynamic_ncols=True,
                    disable=not (cfg.progress and acc.is_local_main_process))
