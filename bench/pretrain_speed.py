@@ -25,6 +25,11 @@ usual way to read timings on a shared machine; every round is kept in the JSON.
 - encoder_only: the encoder's forward and backward with no MLM head at all (loss: mean square of
   the last hidden states) and the same AdamW step: the floor of any MLM step on this model, so
   hf_mlm / encoder_only bounds the speed-up that work on the head and its logits can give.
+- head_at_targets: the model's own MLM head and the loss, forward and backward, on as many rows as
+  the mlm step has targets (15% of each batch, the same batches), from random hidden states: the
+  cost no MLM step that computes the logits of its targets can avoid. encoder_only +
+  head_at_targets is the ceiling of a sparse-logits MLM step; hf_mlm over it is the most such a
+  step can gain over HF.
 - questions: self-questioning's scoring of a batch (own-token NLL of every token, chunked, the
   reduction compiled as `vegalm pretrain questions` does for large corpora; under bf16 the NLLs
   near tau are recomputed with a float32 head). Its one-off compile time is in the JSON.
@@ -46,7 +51,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("hf_mlm", "mlm", "se", "encoder_only", "questions", "plain_forward", "stock_scoring")
+KINDS = ("hf_mlm", "mlm", "se", "encoder_only", "head_at_targets", "questions", "plain_forward", "stock_scoring")
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
@@ -139,6 +144,21 @@ def worker(a: argparse.Namespace) -> dict:
             hidden.float().pow(2).mean().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+    elif a.worker == "head_at_targets":
+        from vegalm.pretrain.evolution import smoothed_ce_sum
+        from vegalm.pretrain.mlm_head import find_head
+
+        head, width = find_head(mlm.train()), mlm.get_input_embeddings().embedding_dim
+        collate = Collator(corpus, spec, SEConfig(method="mlm"), seed=0)
+        targets = [collate(feats[i]) for i in range(n)]  # the mlm step's masks, drawn before timing
+        targets = [b["input_ids"][b["target_mask"]].to(dev) for b in targets]
+
+        def step(i):
+            x = torch.randn(len(targets[i]), width, device=dev, requires_grad=True)
+            with amp:
+                loss, _ = smoothed_ce_sum(head(x), targets[i], alpha=0.1, smoothing="none")
+            (loss / len(targets[i])).backward()
+            mlm.zero_grad(set_to_none=True)
     elif a.worker == "questions":
         model = SparseMLM(mlm, compiled_nll=True).eval()
         t = corpus.tokenizer
@@ -309,10 +329,15 @@ def summarise(best: dict[str, dict], mem_key: str) -> dict:
         "encoder_only_step_s": best["encoder_only"]["step_s"],
         # the most any head-side optimisation can gain over HF: its step over the headless floor
         "speedup_bound_vs_hf": best["hf_mlm"]["step_s"] / best["encoder_only"]["step_s"],
+        # ... and of any step that computes its targets' logits: floor + head at the targets
+        "head_at_targets_step_s": best["head_at_targets"]["step_s"],
+        "mlm_ceiling_vs_hf": best["hf_mlm"]["step_s"] / (best["encoder_only"]["step_s"]
+                                                         + best["head_at_targets"]["step_s"]),
         "peak_memory_mb": {k: best[k].get(mem_key) for k in KINDS},
         "memory_after_setup_mb": {k: best[k].get("rss_after_setup_mb") for k in KINDS}
         if mem_key == "peak_rss_mb" else None,
         "optimizers": {k: best[k]["optimizer"] for k in ("hf_mlm", "mlm", "se")},
+        "attention": {k: best[k].get("attention") for k in KINDS},
     }
 
 
@@ -366,6 +391,9 @@ def markdown(r: dict) -> str:
                lambda x: f"{x['se_over_mlm']:.2f}x mlm; target <= 1.35x"),
            row("encoder only, no MLM head (the floor)", ms("encoder_only_step_s", "encoder_only"),
                lambda x: f"bound on head-side speed-up {x['speedup_bound_vs_hf']:.2f}x HF"),
+           row("MLM head + loss at the targets only (fwd+bwd)", ms("head_at_targets_step_s", "head_at_targets"),
+               lambda x: f"floor + this = {1000 * (x['encoder_only_step_s'] + x['head_at_targets_step_s']):.0f} ms: "
+               f"ceiling {x['mlm_ceiling_vs_hf']:.2f}x HF"),
            row("self-questioning scoring", tps("questions_tokens_per_s", "questions"),
                lambda x: f"{x['questions_over_plain_forward']:.2f}x plain forward, "
                f"{x['questions_over_stock_scoring']:.2f}x stock scoring; target >= 1.0x"),
@@ -378,6 +406,8 @@ def markdown(r: dict) -> str:
                                                 for k, v in r[p].get("mfu", {}).items() if v)]
              if any(v for p in precs for v in r[p].get("mfu", {}).values()) else []),
            "", "Optimizers (each recipe's own): " + "; ".join(f"{k}: {v}" for k, v in r[precs[0]]["optimizers"].items()),
+           "", "Attention kernels (vegalm's training steps use the engine's `--attention auto`): " + "; ".join(
+               f"{k}: {v}" for k, v in r[precs[0]].get("attention", {}).items()),
            "", f"Command: `{r['command']}`", ""]
     return "\n".join(out)
 
