@@ -52,3 +52,14 @@ def save_plain_tokenizer(folder: Path, pad_id: int = 0) -> None:
     cfg = json.loads(cfg_path.read_text())
     cfg["model_input_names"] = ["input_ids", "attention_mask"]
     cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def bert_tiny_corpus(folder: Path, n_docs: int, seed: int, block_size: int = 32) -> Path:
+    """A corpus cache of ``n_docs`` generated documents in bert-tiny's vocabulary (``folder/cache``)."""
+    from transformers import AutoTokenizer
+
+    from vegalm.data.corpus import build_corpus
+
+    src = write_text_corpus(folder / "a.txt", n_docs=n_docs, seed=seed)
+    tok = AutoTokenizer.from_pretrained(bert_tiny_path())
+    return build_corpus([str(src)], tok, folder / "cache", block_size=block_size, progress=False).path

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain_fixtures import bert_tiny_path, write_text_corpus
+from pretrain_fixtures import bert_tiny_corpus, bert_tiny_path
 from transfer_fixtures import common_args, run_cli, write_tiny_data
 from vegalm.cli import main
-from vegalm.data.corpus import build_corpus, open_corpus
+from vegalm.data.corpus import open_corpus
 from vegalm.precision import cpu_has_bf16, resolve_precision
 from vegalm.pretrain.mlm_head import SparseMLM, nll_chunked, nll_reducer
 from vegalm.pretrain.questioning import score_batch
@@ -36,12 +36,7 @@ def test_auto_follows_the_cpu_and_the_override(monkeypatch):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    d = tmp_path_factory.mktemp("bf16corpus")
-    src = write_text_corpus(d / "a.txt", n_docs=40, seed=4)
-    tok = AutoTokenizer.from_pretrained(bert_tiny_path())
-    return build_corpus([str(src)], tok, d / "cache", block_size=32, progress=False).path
+    return bert_tiny_corpus(tmp_path_factory.mktemp("bf16corpus"), n_docs=40, seed=4)
 
 
 def _losses(run) -> list[float]:

@@ -9,9 +9,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from pretrain_fixtures import bert_tiny_path, write_text_corpus
+from pretrain_fixtures import bert_tiny_corpus, bert_tiny_path
 from vegalm.cli import main
-from vegalm.data.corpus import build_corpus
 from vegalm.errors import VegaError
 from vegalm.pretrain.mlm_head import SparseMLM
 from vegalm.train import TrainConfig
@@ -71,12 +70,7 @@ def test_a_family_without_the_kernel_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    d = tmp_path_factory.mktemp("kernelcorpus")
-    src = write_text_corpus(d / "a.txt", n_docs=30, seed=5)
-    tok = AutoTokenizer.from_pretrained(bert_tiny_path())
-    return build_corpus([str(src)], tok, d / "cache", block_size=32, progress=False).path
+    return bert_tiny_corpus(tmp_path_factory.mktemp("kernelcorpus"), n_docs=30, seed=5)
 
 
 def _losses(run) -> np.ndarray:
