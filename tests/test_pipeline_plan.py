@@ -97,6 +97,23 @@ def test_fingerprints_follow_the_data(tmp_path: Path) -> None:
     assert {n for n in before if before[n] != after[n]} == {"finetune/wic", "submission"}
 
 
+def test_the_attention_kernel_reaches_every_training_step_without_changing_fingerprints(tmp_path: Path) -> None:
+    from vegalm.pipeline.common import train_config
+    from vegalm.pipeline.runner import Pipeline
+
+    data = _data(tmp_path / "sg", FULL)
+    text = "model: minilm-l6\ntransfer: {candidates: [cb, rte]}\n"
+    auto = plan(_recipe(tmp_path, text), data)
+    sdpa = plan(_recipe(tmp_path, text, "attention=sdpa"), data)
+    assert Pipeline(tmp_path / "a", auto.steps).fingerprints == Pipeline(tmp_path / "b", sdpa.steps).fingerprints
+    trained = [s for s in sdpa.steps if "train" in s.config]
+    assert {s.name.split("/")[0] for s in trained} >= {"pretrain", "finetune", "prompt", "transfer"}
+    assert all(train_config(s.config["train"], s.env).attention == "sdpa" for s in trained)
+    assert all(train_config(s.config["train"], s.env).attention == "auto" for s in auto.steps if "train" in s.config)
+    with pytest.raises(VegaError, match="attention: 'flash' is not one of auto, sdpa, eager"):
+        _recipe(tmp_path, "attention: flash\n")
+
+
 def test_no_data_at_all_is_an_error(tmp_path: Path) -> None:
     data = _data(tmp_path / "sg", {"CB": ("val",)})
     with pytest.raises(VegaError, match="none of the recipe's tasks has data"):

@@ -160,6 +160,7 @@ class Recipe:
     max_length: int = 128
     task_max_length: dict[str, int] = field(default_factory=dict)  # per task (or NLI source), e.g. {boolq: 256}
     mixed_precision: str = "auto"  # auto: bf16 where the GPU/CPU has it natively, else no | no | bf16 | fp16
+    attention: str = "auto"  # training attention kernel: auto (eager on CPU, the model's own on GPU) | sdpa | eager
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
@@ -177,6 +178,7 @@ class Recipe:
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CHOICES = {
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "attention": ("auto", "sdpa", "eager"),
     "pretrain.warmup.when": ("auto", "fresh_head", "always", "never"),
     "pretrain.questions.score": ("visible", "contextual"),
     "pretrain.se.smoothing": ("tls", "uniform", "none"),

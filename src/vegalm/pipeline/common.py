@@ -48,12 +48,16 @@ def task_files(data: Path, task: str) -> dict[str, str]:
     return file_identity([t.split_path(data, s) for s in t.splits], data)
 
 
-def train_config(train: dict[str, Any], **extra: Any):
-    """A TrainConfig from a step's ``train`` dict (budget + seed + precision) and cosmetic options."""
+def train_config(train: dict[str, Any], env: dict[str, Any] | None = None, **extra: Any):
+    """A TrainConfig from a step's ``train`` dict (budget + seed + precision) and cosmetic options.
+
+    ``env`` (the step's, not fingerprinted) carries the recipe's attention kernel: a kernel changes
+    how attention is computed, not what, so finished steps stay finished when it changes."""
     from vegalm.train import TrainConfig
 
     steps = train.get("max_steps") or 0  # short runs log more often, so that they have a curve
-    cosmetic = {"progress": sys.stderr.isatty(), "log_every": max(1, min(10, steps // 20)) if steps else 10}
+    cosmetic = {"progress": sys.stderr.isatty(), "log_every": max(1, min(10, steps // 20)) if steps else 10,
+                "attention": (env or {}).get("attention", "auto")}
     return TrainConfig(**{**cosmetic, **train, **extra})
 
 

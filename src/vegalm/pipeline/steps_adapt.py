@@ -34,7 +34,7 @@ def finetune_step(ctx: StepContext) -> dict[str, Any]:
     adv = AdversarialConfig(**c["adversarial"]) if c["adversarial"] else None
     opts = FinetuneOptions(task=c["task"], model=resolve_model(ctx, c["model"]), data=ctx.step.env["data"],
                            max_length=c["max_length"], dropout=c["dropout"], boolq_val_split=c["boolq_val_split"],
-                           adversarial=adv, train=train_config(c["train"]), predict_test=c["predict_test"],
+                           adversarial=adv, train=train_config(c["train"], ctx.step.env), predict_test=c["predict_test"],
                            max_train_examples=c["max_train_examples"], max_eval_examples=c["max_eval_examples"])
     finetune(opts, ctx.dir / "run")
     return _metrics(ctx.dir / "run")
@@ -46,7 +46,7 @@ def _prompt_options(ctx: StepContext, c: dict[str, Any], **kw: Any):
     return PromptOptions(task=c["task"], model=resolve_model(ctx, c["model"]), data=ctx.step.env["data"],
                          prompt_length=c["prompt_length"], max_length=c["max_length"],
                          max_train_examples=c["max_train_examples"], max_eval_examples=c["max_eval_examples"],
-                         train=train_config(c["train"]), head=c.get("head", "mlp"), head_lr=c.get("head_lr") or None,
+                         train=train_config(c["train"], ctx.step.env), head=c.get("head", "mlp"), head_lr=c.get("head_lr") or None,
                          prefix_dropout=None if c.get("prefix_dropout", -1.0) < 0 else c["prefix_dropout"], **kw)
 
 

@@ -75,7 +75,7 @@ def _pretrain(ctx: StepContext, method: str, model: str, train: dict[str, Any], 
     from vegalm.pretrain.loop import SEConfig, pretrain
 
     se = SEConfig(method=method, model=model, corpus=str(ctx.dep("corpus") / "cache"), **se_kw)
-    cfg = train_config(train, length_grouped=False)
+    cfg = train_config(train, ctx.step.env, length_grouped=False)
     summary = pretrain(se, cfg, ctx.dir / "run")
     return {k: summary[k] for k in ("method", "model", "global_step", "n_blocks", "passes")} | se_kw
 
@@ -114,7 +114,7 @@ def warmup_step(ctx: StepContext) -> dict[str, Any]:
         # then a constant learning rate (a per-round decay to 0 would waste half of every round).
         cfg = {**c["train"], "max_steps": n, "seed": c["train"]["seed"] + rounds, "schedule": "constant",
                "warmup_steps": 10 if rounds == 0 else 0, "warmup_ratio": 0.0}
-        pretrain(se, train_config(cfg, length_grouped=False), round_dir / "run")
+        pretrain(se, train_config(cfg, ctx.step.env, length_grouped=False), round_dir / "run")
         current, done, rounds = str(round_dir / "run" / "final"), done + n, rounds + 1
         curve.append({"step": done, "hard_fraction": measure(current)})
         log.info("warm-up probe: %.1f%% hard after %d steps", 100 * curve[-1]["hard_fraction"], done)

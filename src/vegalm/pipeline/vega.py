@@ -77,7 +77,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
     from vegalm.data.superglue import DIAGNOSTICS, MAIN_TASKS, get_task
 
     data = Path(data).resolve()
-    env = {"data": str(data)}
+    env = {"data": str(data), "attention": r.attention}
     precision = resolve_precision(r.mixed_precision)
     out = Plan([])
     add = out.steps.append
@@ -121,7 +121,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
                      "blocks": w.probe_blocks, "tau": r.pretrain.questions.tau}
             add(Step("pretrain/warmup", P.warmup_step, {"model": r.model, "train": train, "reason": why,
                                                          "regime": regime, "probe": probe},
-                     deps=["corpus"], outputs=["run/final"], kind="pretrain"))
+                     deps=["corpus"], env=env, outputs=["run/final"], kind="pretrain"))
             start = model_ref("pretrain/warmup")
         pre = ["corpus"] + (["pretrain/warmup"] if warm else [])
         q = r.pretrain.questions
@@ -133,7 +133,7 @@ def plan(r: Recipe, data: str | Path, *, with_baseline: bool = False) -> Plan:
                  "warmup_ratio": se.warmup_ratio, "weight_decay": se.weight_decay, "seed": r.seed,
                  "mixed_precision": precision, "save_every": max(10, se.steps // 4) if se.steps else 200}
         add(Step("pretrain/se", P.se_step, {"model": start, "train": train, "se": dataclasses.asdict(se)},
-                 deps=pre + ["pretrain/questions"], outputs=["run/final"], kind="pretrain"))
+                 deps=pre + ["pretrain/questions"], env=env, outputs=["run/final"], kind="pretrain"))
         model, deps = model_ref("pretrain/se"), ["pretrain/se"]
 
     final: dict[str, str] = {}
