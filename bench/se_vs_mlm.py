@@ -72,7 +72,7 @@ def shared_data() -> Path:
 def precision() -> str:
     from vegalm.precision import resolve_precision
 
-    return resolve_precision("auto", "cpu")
+    return resolve_precision("auto")  # the device the engine will use (a GPU when there is one)
 
 
 def train_cfg(a: argparse.Namespace, steps: int, lr: float, schedule: str = "linear"):

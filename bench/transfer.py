@@ -110,7 +110,7 @@ def main() -> int:
     from vegalm.precision import resolve_precision
     from vegalm.train import TrainConfig
 
-    prec = resolve_precision("auto", "cpu")
+    prec = resolve_precision("auto")  # the device the engine will use
     targets, arms = a.targets.split(","), a.arms.split(",")
     extra = [t for t in a.extra_sources.split(",") if t and t not in targets]
     for t in extra + targets:
