@@ -86,7 +86,7 @@ def worker(a: argparse.Namespace) -> dict:
     tok = load_tokenizer(a.model)
     mlm = load_mlm(a.model).to(dev)
     if a.worker in ("mlm", "se", "encoder_only"):  # vegalm's training steps: the engine's attention kernel
-        from vegalm.train.kernels import apply_attention
+        from vegalm.kernels import apply_attention
 
         apply_attention(mlm, "auto", dev)
     corpus = open_corpus(Path(a.work) / "corpus")
@@ -150,8 +150,8 @@ def worker(a: argparse.Namespace) -> dict:
 
         head, width = find_head(mlm.train()), mlm.get_input_embeddings().embedding_dim
         collate = Collator(corpus, spec, SEConfig(method="mlm"), seed=0)
-        targets = [collate(feats[i]) for i in range(n)]  # the mlm step's masks, drawn before timing
-        targets = [b["input_ids"][b["target_mask"]].to(dev) for b in targets]
+        # the mlm step's targets, drawn before timing
+        targets = [b["input_ids"][b["target_mask"]].to(dev) for b in map(collate, feats)]
 
         def step(i):
             x = torch.randn(len(targets[i]), width, device=dev, requires_grad=True)

@@ -12,9 +12,9 @@ from transformers import AutoConfig, AutoModelForMaskedLM
 from pretrain_fixtures import bert_tiny_corpus, bert_tiny_path
 from vegalm.cli import main
 from vegalm.errors import VegaError
+from vegalm.kernels import apply_attention, resolve_attention
 from vegalm.pretrain.mlm_head import SparseMLM
 from vegalm.train import TrainConfig
-from vegalm.train.kernels import apply_attention, resolve_attention
 
 
 def tiny_mlm(kind: str = "bert", attn: str = "sdpa") -> torch.nn.Module:

@@ -20,6 +20,7 @@ import yaml
 
 from vegalm.config import Where, apply_override, build, read_yaml
 from vegalm.errors import VegaError
+from vegalm.kernels import ATTENTION
 
 # ---------------------------------------------------------------- the schema
 
@@ -178,7 +179,7 @@ class Recipe:
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CHOICES = {
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "attention": ("auto", "sdpa", "eager"),
+    "attention": ATTENTION,
     "pretrain.warmup.when": ("auto", "fresh_head", "always", "never"),
     "pretrain.questions.score": ("visible", "contextual"),
     "pretrain.se.smoothing": ("tls", "uniform", "none"),

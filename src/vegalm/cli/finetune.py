@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vegalm.cli.score import data_dir_arg, require_data
+from vegalm.kernels import ATTENTION, ATTENTION_HELP
 
 
 def _seeds(text: str) -> list[int]:
@@ -36,10 +37,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="autocast precision. auto (default): bf16 on a GPU or CPU that computes bf16 natively "
                    "(AMX, AVX-512 BF16, Arm bf16), else float32 (no); VEGALM_CPU_BF16=0 pins float32 on CPU. "
                    "fp16 needs a GPU")
-    g.add_argument("--attention", choices=("auto", "sdpa", "eager"), default="auto",
-                   help="attention kernel for training. auto (default): eager on CPU (SDPA has no fused CPU kernel "
-                   "with dropout, and its math path is slower), the model's own (SDPA) on GPU. Same results; "
-                   "not recorded in saved models")
+    g.add_argument("--attention", choices=ATTENTION, default="auto", help=ATTENTION_HELP)
     g.add_argument("--eval-every", type=int, default=0, help="evaluate on val every N steps (always at each epoch end)")
     g.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (always at evaluations)")
     g.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from vegalm.kernels import ATTENTION, ATTENTION_HELP
+
 
 def _questions(args: argparse.Namespace) -> int:
     from vegalm.pretrain.questioning import ScoreConfig, self_question
@@ -109,10 +111,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
                    help="auto (default): bf16 autocast on a GPU or CPU that computes bf16 natively (AMX, AVX-512 "
                    "BF16, Arm bf16), else float32 (VEGALM_CPU_BF16=0 pins float32 on CPU)")
-    g.add_argument("--attention", choices=("auto", "sdpa", "eager"), default="auto",
-                   help="attention kernel for training. auto (default): eager on CPU (SDPA has no fused CPU kernel "
-                   "with dropout, and its math path is slower), the model's own (SDPA) on GPU. Same results; "
-                   "not recorded in saved models")
+    g.add_argument("--attention", choices=ATTENTION, default="auto", help=ATTENTION_HELP)
     g.add_argument("--save-every", type=int, default=500, help="checkpoint every N optimizer steps (default 500)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--log-every", type=int, default=10)

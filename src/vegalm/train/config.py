@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vegalm.errors import VegaError
-from vegalm.train.kernels import ATTENTION
+from vegalm.kernels import ATTENTION
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 

@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from vegalm.errors import VegaError
 from vegalm.io import atomic_dir, recover_dir
+from vegalm.kernels import apply_attention
 from vegalm.train import checkpoint as ckpt
 from vegalm.train.config import TrainConfig
-from vegalm.train.kernels import apply_attention
 from vegalm.train.optim import build_optimizer, build_scheduler
 from vegalm.train.runs import append_train_metrics, process_state, truncate_train_metrics, write_metrics
 from vegalm.train.sampling import epoch_batches, shard

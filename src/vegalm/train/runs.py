@@ -30,8 +30,8 @@ from vegalm.io import write_json, write_text
 
 CONFIG_FILE = "config.yaml"
 MARKER = ".vegalm-run"
-# Keys that change how a run is shown, not what it computes: they may differ on resume.
-# Keys a resumed run may change. ``attention`` picks a kernel, not a computation (train/kernels.py).
+# Keys that change how a run is shown or computed, not what it computes: they may differ on resume
+# (``attention`` picks a kernel, vegalm/kernels.py).
 COSMETIC = frozenset({"log_every", "tensorboard", "progress", "data", "verbose", "attention"})
 
 

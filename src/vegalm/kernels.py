@@ -14,15 +14,17 @@ attention implementation), so a model trained here loads with SDPA anywhere.
 
 from __future__ import annotations
 
-import logging
-
-import torch
+from typing import TYPE_CHECKING
 
 from vegalm.errors import VegaError
 
-log = logging.getLogger("vegalm.train")
+if TYPE_CHECKING:  # torch is imported where a model is touched: the CLI and recipes import this module
+    import torch
 
 ATTENTION = ("auto", "sdpa", "eager")
+ATTENTION_HELP = ("attention kernel for training. auto (default): eager on CPU (SDPA has no fused CPU kernel "
+                  "with dropout, and its math path is slower), the model's own (SDPA) on GPU. Same results; "
+                  "not recorded in saved models")
 
 
 def resolve_attention(value: str, device_type: str) -> str | None:
@@ -54,6 +56,8 @@ def apply_attention(model: torch.nn.Module, value: str, device: torch.device | s
     Returns the kernel set (None when the models keep theirs). A family that cannot run the kernel
     asked for (``sdpa`` on MPNet or DeBERTa-v2, which compute attention by hand) is a clear error.
     """
+    import torch
+
     kernel = resolve_attention(value, torch.device(device).type)
     if kernel is None:
         return None
