@@ -121,6 +121,9 @@ class FinetuneSpec:
     dropout: float = 0.1
     train: Budget = field(default_factory=Budget)
     task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> Budget keys
+    # task -> none | balanced: class-weighted cross-entropy for a classifier task's fine-tuning
+    # (both arms: it is the task's set-up, not part of the Vega method)
+    class_weight: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -273,6 +276,18 @@ def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
             ok = False
         if not ok:
             problems.append(f"{where('pretrain.se.cap')}: pretrain.se.cap: {cap!r} must be auto, none or a ratio in (0, 1]")
+    weights = {}
+    for name, value in r.finetune.class_weight.items():
+        key = f"finetune.class_weight.{name}"
+        if (t := task_name(str(name), key)) is None:
+            continue
+        if value not in ("none", "balanced"):
+            problems.append(f"{where(key)}: {key}: {value!r} is not one of none, balanced")
+        elif t in ("copa", "record"):
+            problems.append(f"{where(key)}: {key}: {t} chooses among candidates; it has no classes to weight")
+        else:
+            weights[t] = value
+    r.finetune.class_weight = weights
     sections = (("finetune.task_overrides", r.finetune.task_overrides, ft, True),
                 ("transfer.task_overrides", r.transfer.task_overrides, tt, True),
                 ("baseline.train", r.baseline.train, None, False))

@@ -16,6 +16,7 @@ touched, so bad input never leaves a half-made run behind.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Sequence
@@ -93,6 +94,7 @@ class FinetuneOptions(TaskRunOptions):
     boolq_val_split: bool = False
     init_from: str | None = None
     adversarial: AdversarialConfig | None = None
+    class_weight: str = "none"  # none | balanced (classifier tasks: weights n / (k * count_c) of train)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict_test: bool = True  # not part of the config: it changes no training, only an output file
 
@@ -112,7 +114,8 @@ class FinetuneOptions(TaskRunOptions):
             "init_from": self.init_from,
             "adversarial": None if adv is None else vars(adv).copy(),
             "train": self.train.to_dict(),
-        }
+        } | ({"class_weight": self.class_weight} if self.class_weight != "none" else {})
+        # (only when set: run directories made before the option existed keep resuming)
 
 
 @dataclass
@@ -191,7 +194,15 @@ def cap_examples(examples: list, n: int) -> list:
 
 def check_options(opts: FinetuneOptions) -> None:
     """Everything that can be wrong before any work: raises VegaError, touches nothing."""
+    from vegalm.adapt.framing import num_labels
+    from vegalm.adapt.heads import CLASS_WEIGHTS
+
     name = opts.head_task
+    if opts.class_weight not in CLASS_WEIGHTS:
+        raise VegaError(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, not {opts.class_weight!r}")
+    if opts.class_weight != "none" and not num_labels(name):
+        raise VegaError(f"--class-weight {opts.class_weight}: {opts.task_name} chooses among candidates "
+                        "(no classes to weight); it applies to classifier tasks only")
     if opts.task_name in DIAGNOSTICS:
         raise VegaError(f"{name} is a diagnostic without training data: fine-tune rte, whose model "
                         "predicts AX-b and AX-g (vegalm superglue does this)")
@@ -312,7 +323,7 @@ def data_identity(data: TaskData) -> dict[str, Any]:
 def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune one task with one seed into the run directory ``out``; returns metrics.json's content."""
     from vegalm.adapt.framing import encode
-    from vegalm.adapt.heads import TaskModel, loss_fn
+    from vegalm.adapt.heads import TaskModel, class_weights, loss_fn
     from vegalm.backbones import load_encoder, load_tokenizer
 
     name = opts.head_task
@@ -332,6 +343,9 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
         data.test = None
     feats = {split: encode(name, exs, tokenizer, opts.max_length)
              for split, exs in (("train", data.train), ("val", data.val), ("test", data.test)) if exs}
+    weight = None  # a training set without some class is refused here, before the run directory exists
+    if opts.class_weight == "balanced":
+        weight = class_weights([f.label for f in feats["train"]], model.num_labels, opts.task_name)
     out = Path(out)
     resumed = prepare_run_dir(out, opts.to_config(sizes), overwrite=overwrite)
     handler = attach_log(out)
@@ -339,8 +353,12 @@ def finetune(opts: FinetuneOptions, out: str | Path, *, overwrite: bool = False)
         log.info("%s %s: task %s, backbone %s, %d train / %d %s examples", "resuming" if resumed else "starting",
                  out, opts.task_name, opts.init_from or opts.model, len(data.train), len(data.val), data.val_name)
         cfg = opts.train
+        if weight is not None:
+            log.info("class weights (balanced, from %d training examples): %s", len(feats["train"]),
+                     ", ".join(f"{w:.3f}" for w in weight.tolist()))
+        task_loss = loss_fn if weight is None else functools.partial(loss_fn, weight=weight)
         info = {"backbone": opts.model, "max_length": opts.max_length, "labels": list(get_task(name).labels or [])}
-        engine = task_engine(cfg, Objective(model, loss_fn, opts.adversarial), name, data, feats, tokenizer, out,
+        engine = task_engine(cfg, Objective(model, task_loss, opts.adversarial), name, data, feats, tokenizer, out,
                              lambda m, d, state: save_task_model(m, tokenizer, d, info, state_dict=state),
                              opts.task_name)
         result = engine.train()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -130,13 +131,35 @@ class TaskModel(nn.Module):
         return scores
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def class_weights(labels: list[int | None], n_classes: int, task: str) -> torch.Tensor:
+    """scikit-learn's "balanced" weights, ``n / (k * count_c)``, from a training set's label indices.
+
+    A class the training set lacks has no weight to give (its count is 0): a clear error rather
+    than an infinite weight.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([lab for lab in labels if lab is not None and lab != IGNORE_INDEX])
+    missing = sorted(set(range(n_classes)) - set(y.tolist()))
+    if missing:
+        raise VegaError(f"--class-weight balanced: {task}'s training set has no example of class index "
+                        f"{', '.join(map(str, missing))}; balanced weights need every class")
+    return torch.tensor(compute_class_weight("balanced", classes=np.arange(n_classes), y=y), dtype=torch.float32)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over classes or choices, ignoring -100 (ReCoRD queries with no gold).
 
     Computed in float32 (bf16 log-softmax loses the small differences that matter late in
     training). A batch without any label gives a zero that still carries a graph, so a
-    training step never breaks on it.
+    training step never breaks on it. ``weight``: per-class weights (``class_weights``); the
+    mean is then PyTorch's weighted mean (divided by the summed weights of the batch's labels).
     """
     if not (labels != IGNORE_INDEX).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    if weight is not None:
+        weight = weight.to(logits.device)
+    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=IGNORE_INDEX)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vegalm.adapt.finetune import FinetuneOptions, check_options, finetune, predict_task, score
+from vegalm.adapt.framing import num_labels
 from vegalm.data.superglue import DIAGNOSTICS, FOLDERS, MAIN_TASKS, canonical_task, get_task, read_split
 from vegalm.errors import VegaError
 from vegalm.io import write_json, write_jsonl, write_text
@@ -65,7 +66,9 @@ def run_superglue(base: FinetuneOptions, out: str | Path, *, tasks: list[str] | 
     if not runnable:
         raise VegaError(f"{data}: none of the tasks can be fine-tuned: "
                         + "; ".join(f"{t}: {r}" for t, r in reasons.items()))
-    opts = {t: dataclasses.replace(base, task=t, boolq_val_split=base.boolq_val_split and t == "boolq")
+    # --class-weight weights the classes of classifier tasks; COPA and ReCoRD have none and train as usual
+    opts = {t: dataclasses.replace(base, task=t, boolq_val_split=base.boolq_val_split and t == "boolq",
+                                   class_weight=base.class_weight if num_labels(t) else "none")
             for t in runnable}
     for o in opts.values():
         check_options(o)  # the backbone exists, --init-from fits ... before anything is written

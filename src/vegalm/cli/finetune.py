@@ -61,6 +61,16 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    "(only directories vegalm marked as its own runs, .vegalm-run, are ever deleted)")
 
 
+def add_class_weight_arg(p: argparse.ArgumentParser, every_task: bool = False) -> None:
+    """``--class-weight`` of ``finetune`` and ``superglue`` (not prompt tuning: its recipe is P-tuning v2's)."""
+    scope = (" It applies to the classifier tasks; COPA and ReCoRD choose among candidates and train as usual."
+             if every_task else " Classifier tasks only (COPA and ReCoRD choose among candidates: an error).")
+    p.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                   help="balanced: weight each class's cross-entropy by n / (k x its training count) (scikit-learn's "
+                   "'balanced'), so a skewed prior (MultiRC's false options, BoolQ's yes answers) does not settle "
+                   "the model on the majority class; none (default): plain cross-entropy." + scope)
+
+
 def options_from_args(args: argparse.Namespace, task: str, data: Path):
     from vegalm.adapt.adversarial import AdversarialConfig
     from vegalm.adapt.finetune import FinetuneOptions
@@ -83,7 +93,7 @@ def options_from_args(args: argparse.Namespace, task: str, data: Path):
         task=task, model=args.model, data=str(data), max_length=args.max_length, dropout=args.dropout,
         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
         boolq_val_split=getattr(args, "boolq_val_split", False), init_from=getattr(args, "init_from", None),
-        adversarial=adv, train=train,
+        adversarial=adv, class_weight=getattr(args, "class_weight", "none"), train=train,
     )
 
 
@@ -130,5 +140,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start from a fine-tuned model of the same task (a run directory or its best/)")
     p.add_argument("--boolq-val-split", action="store_true",
                    help="BoolQ without train.jsonl: train on 2,270 / evaluate on 1,000 of val (DATA.md's fixed split)")
+    add_class_weight_arg(p)
     add_training_args(p)
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vegalm.cli.finetune import add_training_args, options_from_args
+from vegalm.cli.finetune import add_class_weight_arg, add_training_args, options_from_args
 from vegalm.cli.score import data_dir_arg, require_data
 
 
@@ -44,5 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--boolq-val-split", action="store_true",
                    help="BoolQ without train.jsonl: train on 2,270 / evaluate on 1,000 of val (DATA.md's "
                    "fixed split), reported as 'BoolQ (val split)', never as a dev score")
+    add_class_weight_arg(p, every_task=True)
     add_training_args(p)
     p.set_defaults(func=run)

@@ -35,7 +35,8 @@ def finetune_step(ctx: StepContext) -> dict[str, Any]:
     opts = FinetuneOptions(task=c["task"], model=resolve_model(ctx, c["model"]), data=ctx.step.env["data"],
                            max_length=c["max_length"], dropout=c["dropout"], boolq_val_split=c["boolq_val_split"],
                            adversarial=adv, train=train_config(c["train"], ctx.step.env), predict_test=c["predict_test"],
-                           max_train_examples=c["max_train_examples"], max_eval_examples=c["max_eval_examples"])
+                           max_train_examples=c["max_train_examples"], max_eval_examples=c["max_eval_examples"],
+                           class_weight=c.get("class_weight", "none"))
     finetune(opts, ctx.dir / "run")
     return _metrics(ctx.dir / "run")
 

@@ -220,6 +220,9 @@ def _finetune(r: Recipe, t: str, model: str, deps: list[str], env: dict[str, Any
         adv = {k: v for k, v in dataclasses.asdict(a).items() if k != "enabled"} if a.enabled else None
         predict_test = True
     train, limits = budget_train(budget, r.seed, precision)
+    weight = r.finetune.class_weight.get(t, "none")
+    if weight != "none":  # only when set: the steps of recipes without it keep their fingerprints
+        limits = limits | {"class_weight": weight}
     has_test = predict_test and get_task(t).split_path(data, "test").is_file()
     outputs = ["run/predictions/metrics.json", "run/predictions/val.jsonl", "run/best"]
     return Step(f"{'finetune' if arm == 'vega' else 'baseline'}/{t}", A.finetune_step,
