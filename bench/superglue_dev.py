@@ -128,11 +128,12 @@ def main() -> int:
                     help="SuperGLUE folder (FewGLUE is read from fewglue/ beside it; see --fewglue)")
     ap.add_argument("--fewglue", type=Path, default=None, help="FewGLUE folder (default: DATA/../fewglue)")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated; AX-b/AX-g come with rte")
-    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--seeds", default="1,2,3,4,5")
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
     ap.add_argument("--max-train", type=int, default=None, help="override: first N training examples of every task")
     ap.add_argument("--max-eval", type=int, default=None, help="override: first N eval examples of every task")
-    ap.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="bf16 on GPUs")
+    ap.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+                    help="auto: bf16 where the CPU/GPU computes it natively (vegalm's default), else no")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-superglue-dev")
     ap.add_argument("--out", type=Path, default=None,
                     help="results JSON (.md beside it); default bench/results/superglue_dev_<model>.json")
@@ -155,6 +156,9 @@ def main() -> int:
     if bad := [t for t in tasks if t not in TASKS]:
         raise SystemExit(f"--tasks: {', '.join(bad)} not benchmarked here (choose from {', '.join(TASKS)})")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    from vegalm.precision import resolve_precision
+
+    args.mixed_precision = resolve_precision(args.mixed_precision)  # recorded resolved: what ran
     out = args.out or RESULTS / f"superglue_dev_{slug(args.model, args.budget)}.json"
     work = args.work / f"{slug(args.model, args.budget)}-{args.budget}"
     fewglue = args.fewglue or args.data.parent / "fewglue"
@@ -170,7 +174,8 @@ def main() -> int:
                                max_length=budget["long_length" if task in LONG else "short_length"],
                                max_train_examples=budget["max_train"].get(task, 0),
                                max_eval_examples=budget["max_eval"].get(task, 0),
-                               boolq_val_split=task == "boolq", predict_test=False, train=train)
+                               boolq_val_split=task == "boolq", predict_test=False, train=train,
+                               class_weight=budget.get("class_weight", {}).get(task, "none"))
 
     runs: dict[str, list[dict]] = {t: [] for t in [*tasks, *(DIAGNOSTICS if "rte" in tasks else ())]}
     walls: dict[str, list[dict]] = {t: [] for t in tasks}
@@ -208,13 +213,22 @@ def main() -> int:
         o = opts(task, seeds[0])
         o.max_train_examples = 0
         data = load_task_data(o)
-        value, _ = Counter(gold_value(task, ex) for ex in data.train).most_common(1)[0]
+        counts = Counter(gold_value(task, ex) for ex in data.train)
+        value, _ = counts.most_common(1)[0]
         majority[task] = {"predicts": value, "metrics": score(task, data.val, {ex.key: value for ex in data.val})}
+        # the best of all constant predictors on the evaluation set itself (an oracle choice: a bar at
+        # least as high as the majority's; MultiRC's all-true scores F1a > 0 where all-false scores 0)
+        scored = {v: score(task, data.val, {ex.key: v for ex in data.val}) for v in counts}
+        best = max(scored, key=lambda v: scored[v]["score"])
+        majority[task]["best_constant"] = {"predicts": best, "metrics": scored[best]}
         if task == "rte":
             for d in DIAGNOSTICS:
                 exs = read_split(d, args.data, "test")
                 majority[d] = {"predicts": value, "metrics": score(d, exs, {ex.key: value for ex in exs})}
 
+    intervals = against_majority(tasks, seeds, work, majority, opts, args.data)
+    constants = {t: v["best_constant"] for t, v in majority.items() if "best_constant" in v}
+    vs_constant = against_majority(tasks, seeds, work, constants, opts, args.data)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     report = {"model": args.model, "budget_name": args.budget, "budget": budget, "seeds": seeds,
               "mixed_precision": args.mixed_precision, "machine": machine(),
@@ -232,8 +246,11 @@ def main() -> int:
         key = {"axb": "mcc", "axg": "accuracy"}.get(task, "score")
         if row["majority"] is not None:
             row["compared_on"] = key
-            # strictly above, beyond float noise: a mean of equal scores (61.7 x 3) is not a win
-            row["beats_majority"] = row["metrics"][key]["mean"] > row["majority"]["metrics"][key] + 1e-6
+            # the paired bootstrap's verdict (vegalm compare): above the majority beyond seeds and examples
+            row["vs_majority"] = intervals["tasks"][task]
+            row["beats_majority"] = row["vs_majority"]["verdict"] == "better"
+            if task in vs_constant["tasks"]:
+                row["vs_best_constant"] = vs_constant["tasks"][task]
             if not row["beats_majority"]:
                 row["note"] = previous.get("tasks", {}).get(task, {}).get("note", "")
         report["tasks"][task] = row
@@ -241,11 +258,50 @@ def main() -> int:
     report["partial_average"] = {
         "tasks": dev,
         "model": statistics.fmean(report["tasks"][t]["metrics"]["score"]["mean"] for t in dev) if dev else None,
-        "majority": statistics.fmean(majority[t]["metrics"]["score"] for t in dev) if dev else None}
+        "majority": statistics.fmean(majority[t]["metrics"]["score"] for t in dev) if dev else None,
+        "vs_majority": against_majority(dev, seeds, work, majority, opts, args.data).get("average") if dev else None}
     write_json(out, report)
     write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
     return 0
+
+
+def against_majority(tasks: list[str], seeds: list[int], work: Path, majority: dict, opts, data: Path) -> dict:
+    """Fine-tuned minus a constant predictor (``majority[task]["predicts"]``) per task (and on their
+    average) through `vegalm compare`'s paired bootstrap over seeds and examples: the constant arm
+    predicts the same for every seed, so the interval is the fine-tuned runs' spread over seeds and
+    evaluation examples."""
+    from vegalm.adapt.finetune import load_task_data
+    from vegalm.data.superglue import DIAGNOSTICS, get_task, read_split
+    from vegalm.evaluate.compare import Run, compare, task_table
+    from vegalm.evaluate.leaderboard import read_leaderboard
+
+    tuned: dict = {}
+    base: dict = {}
+    for task in tasks:
+        if task not in majority:  # ReCoRD: no majority row
+            continue
+        o = opts(task, seeds[0])
+        examples = {task: load_task_data(o).val}
+        files = {task: lambda run, t=task: run / "predictions" / "val.jsonl"}
+        if task == "rte":
+            for d in (d for d in DIAGNOSTICS if d in majority):
+                examples[d] = read_split(d, data, "test")
+                files[d] = lambda run, d=d: run / "ax" / f"{get_task(d).folder}.jsonl"
+        for t, exs in examples.items():
+            constant = task_table(t, exs, {ex.key: majority[t]["predicts"] for ex in exs})
+            if t in ("axb", "axg"):  # the compared metric: MCC, and accuracy (parity is 100 for a constant)
+                constant.names = ("mcc",) if t == "axb" else ("accuracy",)
+            for seed in seeds:
+                run = work / task / f"seed-{seed}"
+                lb = read_leaderboard(t, files[t](run))
+                if lb.errors:
+                    raise SystemExit(f"{files[t](run)}: {lb.errors[0]}")
+                table = task_table(t, exs, lb.preds)
+                table.names = constant.names
+                tuned[(t, seed)] = Run(run, t, seed, table)
+                base[(t, seed)] = Run(run, t, seed, constant)
+    return compare(base, tuned) if tuned else {"tasks": {}}
 
 
 def _show(metrics: dict) -> str:
@@ -276,15 +332,17 @@ def markdown(rep: dict) -> str:
              f"lr {b['lr']}, batch {b['batch_size']}"
              + "".join(f" ({t}: {m} x {a} accumulation)" for t, (m, a) in b["accum"].items())
              + f", max length {b['short_length']} (passages: BoolQ, MultiRC, "
-             f"ReCoRD {b['long_length']}), training examples capped at the first N: {caps or 'none'}; "
-             f"mixed precision {rep['mixed_precision']}. Seeds {', '.join(map(str, rep['seeds']))}; "
+             f"ReCoRD {b['long_length']}), training examples capped at the first N: {caps or 'none'}"
+             + "".join(f"; {t}: class-weighted ({w})" for t, w in b.get("class_weight", {}).items())
+             + f"; mixed precision {rep['mixed_precision']}. Seeds {', '.join(map(str, rep['seeds']))}; "
              "mean ± sample std over seeds, best checkpoint on the evaluation set, official metrics in percent.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in rep["machine"].items())
              + f". Wall time of the invocation that wrote this: {rep['wall_s_this_invocation'] / 60:.1f} min; "
              f"fine-tuning runs, summed over all invocations: {_total(rep, 'wall_s') / 60:.1f} min wall, "
              f"{_total(rep, 'cpu_s') / 60:.1f} min CPU (all threads).", "",
-             "| task | evaluated on | n | fine-tuned (mean ± std) | majority class | beats majority |",
-             "|---|---|---|---|---|---|"]
+             "| task | evaluated on | n | fine-tuned (mean ± std) | majority class | fine-tuned - majority "
+             "[95% CI] | beats majority | fine-tuned - best constant [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rep["tasks"].values():
         model = ", ".join(f"{m} {s['mean']:.2f} ± {s['std']:.2f}" for m, s in row["metrics"].items())
         maj = row["majority"]
@@ -296,15 +354,29 @@ def markdown(rep: dict) -> str:
             beats = f"yes ({row['compared_on']})"
         else:
             beats = f"**no** ({row['compared_on']}); note: {row['note'] or '(to fill in: why)'}"
-        lines.append(f"| {row['label']} | {row['eval_set']} | {row['examples']} | {model} | {majority} | {beats} |")
+        vs = row.get("vs_majority")
+        diff = "n/a" if vs is None else f"{vs['difference']:+.2f} [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}]"
+        bc, best = row.get("vs_best_constant"), (maj or {}).get("best_constant")
+        const = "n/a" if bc is None else (f"{bc['difference']:+.2f} [{bc['ci_low']:+.2f}, {bc['ci_high']:+.2f}] "
+                                          f"(predicts {json.dumps(best['predicts'])}: {bc['verdict']})")
+        lines.append(f"| {row['label']} | {row['eval_set']} | {row['examples']} | {model} | {majority} | {diff} "
+                     f"| {beats} | {const} |")
     avg = rep["partial_average"]
     lines += [""]
     if not avg["tasks"]:
         lines.append("No partial average: every official-dev task's val set is capped by this budget.")
     else:
+        vs = avg.get("vs_majority")
+        diff = "" if not vs else (f"; difference {vs['difference']:+.2f} [{vs['ci_low']:+.2f}, {vs['ci_high']:+.2f}], "
+                                  f"{vs['verdict']}")
         lines.append(f"**Partial average over {', '.join(rep['tasks'][t]['label'] for t in avg['tasks'])} "
-                     f"(official dev splits only): {avg['model']:.2f}** (majority class: {avg['majority']:.2f}). "
+                     f"(official dev splits only): {avg['model']:.2f}** (majority class: {avg['majority']:.2f}{diff}). "
                      "Not the SuperGLUE score: BoolQ and ReCoRD are not on their dev sets here and are left out.")
+    lines += ["", "Intervals: fine-tuned minus majority class on the compared metric, 95% paired bootstrap over "
+              "seeds and evaluation examples (`vegalm compare`'s, 10,000 draws); \"beats majority\" = the "
+              "interval lies above 0. The best constant is the constant prediction that scores highest on the "
+              "evaluation set itself (chosen with its labels: a bar at least as high as the majority class; "
+              "MultiRC's all-true scores F1a > 0 where the all-false majority scores 0)."]
     lines += ["", "BoolQ (val split) and ReCoRD (FewGLUE 32-shot) are not dev scores: BoolQ trains on (at most) "
               "2,270 and evaluates on (at most) 1,000 examples of its val file (DATA.md's fixed split); ReCoRD "
               "trains on 32 and evaluates on 32 FewGLUE queries (or fewer, as capped above). `score` is the "
