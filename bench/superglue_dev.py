@@ -39,6 +39,7 @@ budget; finished runs are skipped and an interrupted run resumes, so the benchma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -71,7 +72,8 @@ log = logging.getLogger("bench.superglue_dev")
 # 25) candidates per query, so 16 queries x 256 tokens went past 20 GB of activations on CPU.
 BUDGETS = {
     "tiny": dict(epochs={}, default_epochs=1, batch_size=8, accum={"record": (2, 4)}, lr=5e-5,
-                 short_length=64, long_length=128, max_train={t: 16 for t in TASKS}, max_eval={t: 16 for t in TASKS}),
+                 short_length=64, long_length=128, max_train={t: 16 for t in TASKS}, max_eval={t: 16 for t in TASKS},
+                 intermediate={"boolq": dict(task="nli:mnli", epochs=1, lr=5e-5, max_length=64, max_train=16, max_eval=16)}),
     # MultiRC: 800 options x 1 epoch (50 steps) collapsed to "all false" (F1a 0) on a seed; 1,200 x 2 (150 steps).
     # cpu, measured (CPU seconds per seed, minilm-l6): CB 105, COPA 85, MultiRC 333, RTE 204, WiC 69,
     # WSC 64, BoolQ 199, ReCoRD 180, AX 20; about 63 CPU-minutes for three seeds (see the docstring).
@@ -177,6 +179,26 @@ def main() -> int:
                                boolq_val_split=task == "boolq", predict_test=False, train=train,
                                class_weight=budget.get("class_weight", {}).get(task, "none"))
 
+    def start_model(task: str, seed: int) -> str:
+        """The encoder ``task`` starts from: the backbone, or (a budget's ``intermediate``) the best/ of
+        this seed's fine-tuning on an intermediate task (STILTs: e.g. MNLI before BoolQ), kept for reuse."""
+        spec = budget.get("intermediate", {}).get(task)
+        if not spec:
+            return args.model
+        run = work / "intermediate" / re.sub(r"[^A-Za-z0-9]+", "-", spec["task"]) / f"seed-{seed}"
+        if not (run / "predictions" / "metrics.json").is_file() or not (run / "best").is_dir():
+            log.info("intermediate %s seed %d (for %s) -> %s", spec["task"], seed, task, run)
+            t0, c0 = time.perf_counter(), time.process_time()
+            train = TrainConfig(lr=spec["lr"], batch_size=budget["batch_size"], seed=seed, epochs=spec["epochs"],
+                                mixed_precision=args.mixed_precision, progress=False, tensorboard=False, log_every=50)
+            finetune(FinetuneOptions(task=spec["task"], model=args.model, data=str(args.data),
+                                     max_length=spec["max_length"], max_train_examples=spec.get("max_train", 0),
+                                     max_eval_examples=spec.get("max_eval", 0),
+                                     predict_test=False, train=train), run)
+            write_json(run / "bench_wall.json", {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
+            shutil.rmtree(run / "checkpoints", ignore_errors=True)
+        return str(run / "best")
+
     runs: dict[str, list[dict]] = {t: [] for t in [*tasks, *(DIAGNOSTICS if "rte" in tasks else ())]}
     walls: dict[str, list[dict]] = {t: [] for t in tasks}
     for seed in seeds:
@@ -186,7 +208,7 @@ def main() -> int:
             if not done.is_file():
                 log.info("%s seed %d -> %s", task, seed, run)
                 t0, c0 = time.perf_counter(), time.process_time()
-                summary = finetune(opts(task, seed), run)
+                summary = finetune(dataclasses.replace(opts(task, seed), model=start_model(task, seed)), run)
                 # CPU seconds (all threads) beside wall time: on a shared machine wall time overstates the cost
                 write_json(run / "bench_wall.json", {"wall_s": time.perf_counter() - t0,
                                                      "cpu_s": time.process_time() - c0})
@@ -234,6 +256,8 @@ def main() -> int:
               "mixed_precision": args.mixed_precision, "machine": machine(),
               "command": " ".join([".venv/bin/python", "bench/superglue_dev.py", *sys.argv[1:]]),
               "wall_s_this_invocation": time.perf_counter() - t_start,
+              "intermediate_seconds": [json.loads(f.read_text()) for f in sorted(work.glob("intermediate/*/seed-*/bench_wall.json"))
+                                       if int(f.parent.name.split("-")[1]) in seeds],
               "tasks": {}}
     for task, rs in runs.items():
         names = list(rs[0]["metrics"])
@@ -309,7 +333,8 @@ def _show(metrics: dict) -> str:
 
 
 def _total(rep: dict, key: str) -> float:
-    return sum(s.get(key, 0.0) for row in rep["tasks"].values() for s in row.get("seconds_per_seed", []))
+    return (sum(s.get(key, 0.0) for row in rep["tasks"].values() for s in row.get("seconds_per_seed", []))
+            + sum(s.get(key, 0.0) for s in rep.get("intermediate_seconds", [])))
 
 
 def _eval_set(task: str, run: dict, budget: dict) -> str:
@@ -334,6 +359,9 @@ def markdown(rep: dict) -> str:
              + f", max length {b['short_length']} (passages: BoolQ, MultiRC, "
              f"ReCoRD {b['long_length']}), training examples capped at the first N: {caps or 'none'}"
              + "".join(f"; {t}: class-weighted ({w})" for t, w in b.get("class_weight", {}).items())
+             + "".join(f"; {t} starts from an encoder first fine-tuned on {i['task']} ({i['epochs']} epoch, "
+                       f"lr {i['lr']}, max length {i['max_length']}; one per seed)"
+                       for t, i in b.get("intermediate", {}).items())
              + f"; mixed precision {rep['mixed_precision']}. Seeds {', '.join(map(str, rep['seeds']))}; "
              "mean ± sample std over seeds, best checkpoint on the evaluation set, official metrics in percent.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in rep["machine"].items())
