@@ -34,6 +34,21 @@ BUDGETS = {
         "transfer.prompt.max_train_examples=32", "transfer.prompt.max_eval_examples=32",
         "transfer.student.max_steps=2", "transfer.student.max_train_examples=32",
         "transfer.student.max_eval_examples=32", "transfer.examples=8"]),
+    # issue 14.4: about one CPU-hour per arm and seed on 2 cores (minilm-l6, bf16 where native): the
+    # informative warm-up, 400 SE steps, every task's full training set but MultiRC's first 6,000 options
+    # (1,003 val options) and BoolQ's val split, prompts on the first 2,000 examples of each source
+    "cpu": ("recipes/demo.yaml", [
+        "max_length=128", "task_max_length={boolq: 256, multirc: 256}", "corpus.max_documents=0",
+        "pretrain.warmup.steps=300", "pretrain.se.steps=400", "pretrain.se.batch_size=32",
+        "finetune.train={lr: 5.0e-5, batch_size: 16, epochs: 2.0, max_steps: 0, eval_every: 0, "
+        "max_train_examples: 0, max_eval_examples: 0}",
+        "finetune.task_overrides={multirc: {max_train_examples: 6000, max_eval_examples: 1000}}",
+        "transfer.prompt_length=16",
+        "transfer.prompt={lr: 7.0e-3, batch_size: 16, epochs: 5.0, max_steps: 0, eval_every: 0, "
+        "max_train_examples: 2000, max_eval_examples: 0}",
+        "transfer.student={lr: 7.0e-3, batch_size: 16, epochs: 10.0, max_steps: 0, eval_every: 0, "
+        "max_train_examples: 0, max_eval_examples: 0}",
+        "transfer.examples=64"]),
     # the full recipe with budgets an H100 finishes in under an hour per seed (minilm-l6)
     "gpu": ("recipes/vega.yaml", [
         "model=minilm-l6", "pretrain.warmup.steps=500", "pretrain.se.epochs=1.0", "transfer.prompt.epochs=5.0",
@@ -93,13 +108,23 @@ def markdown(s: dict, recipe: str, budget: str, overrides: list[str], seconds: f
     return "\n".join(lines) + "\n"
 
 
+def paired(dirs: list[Path]) -> dict | None:
+    """The recipe against its baseline through `vegalm compare` (paired by task and seed, 95% bootstrap
+    interval over seeds and val examples); None with fewer than two seeds (no interval to give)."""
+    from vegalm.evaluate.compare import compare, recipe_arms
+
+    base, vega = recipe_arms(dirs)
+    return compare(base, vega) if len(dirs) > 1 and base else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="SuperGLUE directory (default $SUPERGLUE_DIR)")
-    p.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    p.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated seeds (default 1,2,3,4,5: paired, 5 for an interval)")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="demo",
                    help="demo: recipes/demo.yaml as shipped; tiny: bert-tiny, a few steps (a check of the bench "
-                   "itself); gpu: recipes/vega.yaml with a smaller budget")
+                   "itself); cpu: about one CPU-hour per arm and seed (2 cores); gpu: recipes/vega.yaml with a "
+                   "smaller budget")
     p.add_argument("--work", type=Path, default=None, help="run directories (default /tmp/vegalm-bench-recipe-<budget>)")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more recipe overrides")
@@ -121,11 +146,21 @@ def main() -> None:
         results[seed] = run_recipe(r, work / f"seed-{seed}", args.data, with_baseline=True, report=False)
     seconds = time.perf_counter() - t0
     summary = summarise(results)
-    write_report([work / f"seed-{s}" for s in seeds], work / "report")
+    dirs = [work / f"seed-{s}" for s in seeds]
+    write_report(dirs, work / "report")
     name = f"recipe_{args.budget}"
+    comparison = paired(dirs)
+    text = markdown(summary, recipe, args.budget, overrides, seconds)
+    if comparison is not None:
+        from vegalm.evaluate.compare import markdown as compare_markdown
+        from vegalm.evaluate.compare import plot
+
+        plot(comparison, args.results / f"{name}.png", "Vega recipe - baseline, 95% intervals")
+        text += ("\n## The recipe against its baseline (`vegalm compare`)\n\n" + compare_markdown(comparison, "baseline", "vega")
+                 + f"\n![differences]({name}.png)\n")
     write_json(args.results / f"{name}.json", {"recipe": recipe, "budget": args.budget, "overrides": overrides,
-                                               "seconds": seconds, **summary})
-    write_text(args.results / f"{name}.md", markdown(summary, recipe, args.budget, overrides, seconds))
+                                               "seconds": seconds, **summary, "compare": comparison})
+    write_text(args.results / f"{name}.md", text)
     print((args.results / f"{name}.md").read_text())
     print(f"report of all seeds: {work / 'report' / 'report.html'}")
     print(json.dumps({"average_gain": summary["average_gain"]}))

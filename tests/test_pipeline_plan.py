@@ -75,6 +75,20 @@ def test_baseline_is_scored_on_the_same_val_examples_as_the_recipe(tmp_path: Pat
     assert steps["baseline/cb"]["max_eval_examples"] == 64 and steps["baseline/rte"]["max_eval_examples"] == 32
 
 
+def test_baseline_trains_a_fine_tuned_task_on_its_own_budget(tmp_path: Path) -> None:
+    """finetune.task_overrides (MultiRC's first N options) reach the task's baseline step too."""
+    data = _data(tmp_path / "sg", FULL)
+    r = _recipe(tmp_path, "model: bert-tiny\nfinetune: {task_overrides: {multirc: {max_train_examples: 60, "
+                "max_eval_examples: 20, lr: 1.0e-4}}}\ntransfer: {candidates: [cb, rte]}\n"
+                "baseline: {train: {lr: 3.0e-5}}\n")
+    steps = {s.name: s.config for s in plan(r, data, with_baseline=True).steps}
+    for arm in ("finetune", "baseline"):
+        assert steps[f"{arm}/multirc"]["max_train_examples"] == 60 and steps[f"{arm}/multirc"]["max_eval_examples"] == 20
+    assert steps["baseline/wic"]["max_train_examples"] == steps["finetune/wic"]["max_train_examples"] == 0
+    # baseline.train applies on top of the task's budget
+    assert steps["finetune/multirc"]["train"]["lr"] == 1e-4 and steps["baseline/multirc"]["train"]["lr"] == 3e-5
+
+
 def test_trained_head_no_warmup_and_pretraining_off(tmp_path: Path) -> None:
     data = _data(tmp_path / "sg", FULL)
     # auto probes every head (bert-tiny's SPLADE head is trained, but not to read visible tokens)

@@ -210,7 +210,10 @@ def _finetune(r: Recipe, t: str, model: str, deps: list[str], env: dict[str, Any
 
     base = r.finetune.train
     if arm == "baseline":
-        budget, adv, predict_test = budget_with(base, r.baseline.train), None, False
+        # the task's own budget (finetune.task_overrides) first: both arms of a fine-tuned task train on
+        # the same examples and are scored on the same val examples; baseline.train on top of it
+        budget = budget_with(budget_with(base, r.finetune.task_overrides.get(t, {})), r.baseline.train)
+        adv, predict_test = None, False
         if t in r.transfer.tasks:  # scored on the very val examples the transfer student is scored on
             student = budget_with(r.transfer.student, r.transfer.task_overrides.get(t, {}))
             budget = budget_with(budget, {"max_eval_examples": student.max_eval_examples})
