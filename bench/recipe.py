@@ -27,7 +27,7 @@ BUDGETS = {
     "demo": ("recipes/demo.yaml", []),
     # bert-tiny and a few steps everywhere: checks the whole benchmark path in a few minutes
     "tiny": ("recipes/demo.yaml", [
-        "model=bert-tiny", "max_length=64", "corpus.max_documents=100", "pretrain.warmup.when=never",
+        "model=bert-tiny", "max_length=96", "corpus.max_documents=100", "pretrain.warmup.when=never",
         "pretrain.se.steps=2", "pretrain.se.batch_size=8", "finetune.train.max_steps=2",
         "finetune.train.max_train_examples=32", "finetune.train.max_eval_examples=32",
         "transfer.candidates=[nli:mnli,cb,copa,rte,wsc]", "transfer.prompt.max_steps=2",
