@@ -3,6 +3,7 @@
     .venv/bin/python bench/se_vs_mlm.py                       # bert-tiny, wiki2015, budget 'cpu'
     .venv/bin/python bench/se_vs_mlm.py --corpus superglue    # the transductive SuperGLUE text
     .venv/bin/python bench/se_vs_mlm.py --budget tiny         # minutes: checks every path only
+    .venv/bin/python bench/se_vs_mlm.py --budget minilm       # minilm-l6, 1,000 bf16 steps per arm (hours)
 
 1. Corpus: ``wiki`` = wiki2015 files ``wiki_00..`` (--wiki-files), or ``superglue`` = the inputs
    of every SuperGLUE task (train+val+test, transductive). Held out for intrinsic measures: the
@@ -59,10 +60,29 @@ TASKS = {
     # GLUE SST-2: the first 20,000 of 67,349 training sentences, one epoch; scored on dev (872)
     "glue:sst-2": dict(epochs=1, lr=2e-4, max_length=64, max_train=20000),
 }
+# minilm-l6 (issue 14.3's MiniLM arm): fine-tuning at the learning rate its dev table uses; SST-2 on
+# 10,000 sentences. About 15 min of 2-core time per arm and seed (bf16), ~5 h for 4 arms x 5 seeds:
+# resumable, so it runs across sessions.
+TASKS_MINILM = {
+    "nli:sick-e": dict(epochs=2, lr=5e-5, max_length=128, max_train=0),
+    "rte": dict(epochs=3, lr=5e-5, max_length=128, max_train=0),
+    "cb": dict(epochs=5, lr=5e-5, max_length=128, max_train=0),
+    "copa": dict(epochs=3, lr=5e-5, max_length=64, max_train=0),
+    "wic": dict(epochs=1, lr=5e-5, max_length=64, max_train=0),
+    "boolq": dict(epochs=2, lr=5e-5, max_length=256, max_train=0, boolq_val_split=True),
+    "glue:sst-2": dict(epochs=1, lr=5e-5, max_length=64, max_train=10000),
+}
 BUDGETS = {
     "tiny": dict(steps=6, warmup=4, batch=8, wiki_files=1, held_out=8, seeds=(1, 2), ft_scale=0.02),
     "cpu": dict(steps=3000, warmup=200, batch=32, wiki_files=20, held_out=256, seeds=(1, 2, 3, 4, 5), ft_scale=1.0),
+    # the copy-target warm-up reaches 25% hard in 200 steps on minilm-l6 (bench/results/hard_fraction.md)
+    "minilm": dict(steps=1000, warmup=200, batch=32, wiki_files=10, held_out=256, seeds=(1, 2, 3, 4, 5),
+                   ft_scale=1.0, model="minilm-l6"),
 }
+
+
+def task_budgets(budget: str) -> dict[str, dict]:
+    return TASKS_MINILM if budget == "minilm" else TASKS
 
 
 def shared_data() -> Path:
@@ -158,7 +178,7 @@ def finetune_runs(a: argparse.Namespace, model: str, root: Path) -> None:
     from vegalm.train import TrainConfig
 
     for task in a.tasks.split(","):
-        b = TASKS[task]
+        b = task_budgets(a.budget)[task]
         for seed in a.seeds:
             # the budget is in the path: a finished run of another budget is never reused by mistake
             run = root / f"{task.replace(':', '_')}-e{b['epochs']:g}-lr{b['lr']:g}" / f"seed-{seed}"
@@ -203,7 +223,7 @@ def majority(arm_runs: dict) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=tuple(BUDGETS), default="cpu")
-    p.add_argument("--model", default="bert-tiny")
+    p.add_argument("--model", help="backbone (default bert-tiny; budget minilm: minilm-l6)")
     p.add_argument("--corpus", choices=("wiki", "superglue"), default="wiki")
     p.add_argument("--data", default=str(shared_data() / "superglue"), help="SuperGLUE directory")
     p.add_argument("--work", default=str(REPO / "runs" / "bench-se-vs-mlm"))
@@ -223,7 +243,7 @@ def main() -> None:
                    help="only fine-tune the shared start checkpoint (runs beside the pretraining arms)")
     p.add_argument("--out", help="results stem (default bench/results/se_vs_mlm[_superglue])")
     a = p.parse_args()
-    for k, v in BUDGETS[a.budget].items():
+    for k, v in (BUDGETS[a.budget] | {"model": BUDGETS[a.budget].get("model", "bert-tiny")}).items():
         if getattr(a, k, None) is None:
             setattr(a, k, v)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -271,11 +291,11 @@ def main() -> None:
     loaded = {arm: load_arm((work / "ft" / "start") if arm == "start" else (cdir / "ft" / arm)) for arm in arms}
     comparisons = {arm: compare(loaded["mlm"], loaded[arm]) for arm in arms if arm != "mlm"}
     stem = Path(a.out) if a.out else REPO / "bench" / "results" / (
-        "se_vs_mlm" + ("" if a.corpus == "wiki" else "_superglue") + ("_tiny" if a.budget == "tiny" else ""))
+        "se_vs_mlm" + ("" if a.corpus == "wiki" else "_superglue") + {"tiny": "_tiny", "minilm": "_minilm"}.get(a.budget, ""))
     result = {"model": a.model, "corpus": a.corpus, "budget_name": a.budget,
               "budget": {k: getattr(a, k) for k in ("steps", "warmup", "batch", "lr", "warmup_lr", "wiki_files",
                                                     "held_out", "seeds")}
-              | {"tasks": {t: TASKS[t] for t in a.tasks.split(",")}, "precision": precision()},
+              | {"tasks": {t: task_budgets(a.budget)[t] for t in a.tasks.split(",")}, "precision": precision()},
               "regime": regime, "intrinsic": intr, "majority": majority(loaded["mlm"]),
               "compare_vs_mlm": comparisons, "wall_s": walls | {"total": time.perf_counter() - t_all},
               "machine": {"python": platform.python_version(), "cores": os.cpu_count(),
