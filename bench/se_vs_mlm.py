@@ -63,15 +63,9 @@ TASKS = {
 # minilm-l6 (issue 14.3's MiniLM arm): fine-tuning at the learning rate its dev table uses; SST-2 on
 # 10,000 sentences. About 15 min of 2-core time per arm and seed (bf16), ~5 h for 4 arms x 5 seeds:
 # resumable, so it runs across sessions.
-TASKS_MINILM = {
-    "nli:sick-e": dict(epochs=2, lr=5e-5, max_length=128, max_train=0),
-    "rte": dict(epochs=3, lr=5e-5, max_length=128, max_train=0),
-    "cb": dict(epochs=5, lr=5e-5, max_length=128, max_train=0),
-    "copa": dict(epochs=3, lr=5e-5, max_length=64, max_train=0),
-    "wic": dict(epochs=1, lr=5e-5, max_length=64, max_train=0),
-    "boolq": dict(epochs=2, lr=5e-5, max_length=256, max_train=0, boolq_val_split=True),
-    "glue:sst-2": dict(epochs=1, lr=5e-5, max_length=64, max_train=10000),
-}
+TASKS_MINILM = {t: b | {"lr": 5e-5} | {"cb": dict(epochs=5), "copa": dict(epochs=3), "wic": dict(epochs=1),
+                                        "glue:sst-2": dict(max_train=10000)}.get(t, {})
+                for t, b in TASKS.items()}
 BUDGETS = {
     "tiny": dict(steps=6, warmup=4, batch=8, wiki_files=1, held_out=8, seeds=(1, 2), ft_scale=0.02),
     "cpu": dict(steps=3000, warmup=200, batch=32, wiki_files=20, held_out=256, seeds=(1, 2, 3, 4, 5), ft_scale=1.0),
