@@ -290,6 +290,8 @@ def main() -> int:
             if not row["beats_majority"]:
                 row["note"] = previous.get("tasks", {}).get(task, {}).get("note", "")
         report["tasks"][task] = row
+    # tasks this invocation left out, with a note the user fills (kept when the table is rewritten)
+    report["left_out"] = {t: previous.get("left_out", {}).get(t, "") for t in TASKS if t not in tasks}
     dev = [t for t in DEV if t in report["tasks"] and not budget["max_eval"].get(t)]
     report["partial_average"] = {
         "tasks": dev,
@@ -415,6 +417,10 @@ def markdown(rep: dict) -> str:
                      f"| {beats} | {const} |")
     avg = rep["partial_average"]
     lines += [""]
+    from vegalm.data.superglue import FOLDERS
+
+    for t, note in rep.get("left_out", {}).items():
+        lines += [f"Not in this table: {LABELS.get(t, FOLDERS[t])}: {note or '(to fill in: why)'}", ""]
     if not avg["tasks"]:
         lines.append("No partial average: every official-dev task's val set is capped by this budget.")
     else:
