@@ -98,7 +98,8 @@ def options_from_args(args: argparse.Namespace, task: str, data: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    from vegalm.adapt.finetune import finetune, finetune_seeds
+    from vegalm.adapt.finetune import finetune
+    from vegalm.adapt.seeds import finetune_seeds
     from vegalm.train.runs import process_state
 
     opts = options_from_args(args, args.task, require_data(args))
