@@ -67,8 +67,9 @@ TASKS_MINILM = {t: b | {"lr": 5e-5} | {"cb": dict(epochs=5), "copa": dict(epochs
                                         "glue:sst-2": dict(max_train=10000)}.get(t, {})
                 for t, b in TASKS.items()}
 BUDGETS = {
-    "tiny": dict(steps=6, warmup=4, batch=8, wiki_files=1, held_out=8, seeds=(1, 2), ft_scale=0.02),
-    "cpu": dict(steps=3000, warmup=200, batch=32, wiki_files=20, held_out=256, seeds=(1, 2, 3, 4, 5), ft_scale=1.0),
+    "tiny": dict(steps=6, warmup=4, batch=8, wiki_files=1, held_out=8, seeds=(1, 2), ft_scale=0.02, model="bert-tiny"),
+    "cpu": dict(steps=3000, warmup=200, batch=32, wiki_files=20, held_out=256, seeds=(1, 2, 3, 4, 5), ft_scale=1.0,
+                model="bert-tiny"),
     # the copy-target warm-up reaches 25% hard in 200 steps on minilm-l6 (bench/results/hard_fraction.md)
     "minilm": dict(steps=1000, warmup=200, batch=32, wiki_files=10, held_out=256, seeds=(1, 2, 3, 4, 5),
                    ft_scale=1.0, model="minilm-l6"),
@@ -237,7 +238,7 @@ def main() -> None:
                    help="only fine-tune the shared start checkpoint (runs beside the pretraining arms)")
     p.add_argument("--out", help="results stem (default bench/results/se_vs_mlm[_superglue])")
     a = p.parse_args()
-    for k, v in (BUDGETS[a.budget] | {"model": BUDGETS[a.budget].get("model", "bert-tiny")}).items():
+    for k, v in BUDGETS[a.budget].items():
         if getattr(a, k, None) is None:
             setattr(a, k, v)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -158,6 +158,7 @@ def main() -> int:
     from vegalm.data.superglue import DIAGNOSTICS, FOLDERS, canonical_task, read_split
     from vegalm.evaluate.scoring import gold_value
     from vegalm.io import write_json, write_text
+    from vegalm.precision import resolve_precision
     from vegalm.train import TrainConfig
 
     budget = {k: (dict(v) if isinstance(v, dict) else v) for k, v in BUDGETS[args.budget].items()}
@@ -168,8 +169,6 @@ def main() -> int:
     if bad := [t for t in tasks if t not in TASKS]:
         raise SystemExit(f"--tasks: {', '.join(bad)} not benchmarked here (choose from {', '.join(TASKS)})")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    from vegalm.precision import resolve_precision
-
     args.mixed_precision = resolve_precision(args.mixed_precision)  # recorded resolved: what ran
     out = args.out or RESULTS / f"superglue_dev_{slug(args.model, args.budget)}.json"
     work = args.work / f"{slug(args.model, args.budget)}-{args.budget}"
@@ -241,7 +240,7 @@ def main() -> int:
             shutil.rmtree(run / "best", ignore_errors=True)
 
     # the majority row: most frequent gold value of the full training split, on the same eval examples
-    majority = {}
+    majority, evals = {}, {}  # evals: each compared task's evaluation examples
     for task in tasks:
         if task == "record":
             continue
@@ -250,6 +249,7 @@ def main() -> int:
         data = load_task_data(o)
         counts = Counter(gold_value(task, ex) for ex in data.train)
         value, _ = counts.most_common(1)[0]
+        evals[task] = data.val
         majority[task] = {"predicts": value, "metrics": score(task, data.val, {ex.key: value for ex in data.val})}
         # the best of all constant predictors on the evaluation set itself (an oracle choice: a bar at
         # least as high as the majority's; MultiRC's all-true scores F1a > 0 where all-false scores 0)
@@ -258,12 +258,15 @@ def main() -> int:
         majority[task]["best_constant"] = {"predicts": best, "metrics": scored[best]}
         if task == "rte":
             for d in DIAGNOSTICS:
-                exs = read_split(d, args.data, "test")
+                evals[d] = exs = read_split(d, args.data, "test")
                 majority[d] = {"predicts": value, "metrics": score(d, exs, {ex.key: value for ex in exs})}
 
-    intervals = against_majority(tasks, seeds, work, majority, opts, args.data)
+    from vegalm.evaluate.compare import compare
+
+    tuned = tuned_arm(evals, seeds, work)
+    intervals = compare(constant_arm(tuned, evals, majority), tuned)
     constants = {t: v["best_constant"] for t, v in majority.items() if "best_constant" in v}
-    vs_constant = against_majority(tasks, seeds, work, constants, opts, args.data)
+    vs_constant = compare(*(subset(arm, constants) for arm in (constant_arm(tuned, evals, constants), tuned)))
     previous = json.loads(out.read_text()) if out.is_file() else {}
     report = {"model": args.model, "budget_name": args.budget, "budget": budget, "seeds": seeds,
               "mixed_precision": args.mixed_precision, "machine": machine(),
@@ -298,7 +301,8 @@ def main() -> int:
         "tasks": dev,
         "model": statistics.fmean(report["tasks"][t]["metrics"]["score"]["mean"] for t in dev) if dev else None,
         "majority": statistics.fmean(majority[t]["metrics"]["score"] for t in dev) if dev else None,
-        "vs_majority": against_majority(dev, seeds, work, majority, opts, args.data).get("average") if dev else None}
+        "vs_majority": compare(*(subset(arm, dev) for arm in (constant_arm(tuned, evals, majority), tuned)))
+        .get("average") if dev else None}
     write_json(out, report)
     write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
@@ -317,42 +321,37 @@ def same_budget(run: Path, opts) -> None:
                          "use another --work")
 
 
-def against_majority(tasks: list[str], seeds: list[int], work: Path, majority: dict, opts, data: Path) -> dict:
-    """Fine-tuned minus a constant predictor (``majority[task]["predicts"]``) per task (and on their
-    average) through `vegalm compare`'s paired bootstrap over seeds and examples: the constant arm
-    predicts the same for every seed, so the interval is the fine-tuned runs' spread over seeds and
-    evaluation examples."""
-    from vegalm.adapt.finetune import load_task_data
-    from vegalm.data.superglue import DIAGNOSTICS, get_task, read_split
-    from vegalm.evaluate.compare import Run, compare, task_table
+def tuned_arm(evals: dict[str, list], seeds: list[int], work: Path) -> dict:
+    """The fine-tuned runs as a `vegalm compare` arm: (task, seed) -> Run scored on ``evals[task]``
+    (AX-b/AX-g: the predictions of that seed's RTE model)."""
+    from vegalm.data.superglue import DIAGNOSTICS, get_task
+    from vegalm.evaluate.compare import Run, task_table
     from vegalm.evaluate.leaderboard import read_leaderboard
 
-    tuned: dict = {}
-    base: dict = {}
-    for task in tasks:
-        if task not in majority:  # ReCoRD: no majority row
-            continue
-        o = opts(task, seeds[0])
-        examples = {task: load_task_data(o).val}
-        files = {task: lambda run, t=task: run / "predictions" / "val.jsonl"}
-        if task == "rte":
-            for d in (d for d in DIAGNOSTICS if d in majority):
-                examples[d] = read_split(d, data, "test")
-                files[d] = lambda run, d=d: run / "ax" / f"{get_task(d).folder}.jsonl"
-        for t, exs in examples.items():
-            constant = task_table(t, exs, {ex.key: majority[t]["predicts"] for ex in exs})
-            if t in ("axb", "axg"):  # the compared metric: MCC, and accuracy (parity is 100 for a constant)
-                constant.names = ("mcc",) if t == "axb" else ("accuracy",)
-            for seed in seeds:
-                run = work / task / f"seed-{seed}"
-                lb = read_leaderboard(t, files[t](run))
-                if lb.errors:
-                    raise SystemExit(f"{files[t](run)}: {lb.errors[0]}")
-                table = task_table(t, exs, lb.preds)
-                table.names = constant.names
-                tuned[(t, seed)] = Run(run, t, seed, table)
-                base[(t, seed)] = Run(run, t, seed, constant)
-    return compare(base, tuned) if tuned else {"tasks": {}}
+    arm = {}
+    for t, exs in evals.items():
+        for seed in seeds:
+            run = work / ("rte" if t in DIAGNOSTICS else t) / f"seed-{seed}"
+            path = run / "ax" / f"{get_task(t).folder}.jsonl" if t in DIAGNOSTICS else run / "predictions" / "val.jsonl"
+            lb = read_leaderboard(t, path)
+            if lb.errors:
+                raise SystemExit(f"{path}: {lb.errors[0]}")
+            arm[(t, seed)] = Run(run, t, seed, task_table(t, exs, lb.preds))
+    return arm
+
+
+def constant_arm(tuned: dict, evals: dict[str, list], constants: dict) -> dict:
+    """A constant predictor (``constants[task]["predicts"]``) paired with ``tuned``: the same prediction
+    for every example and every seed, so an interval is the fine-tuned runs' spread over seeds and
+    evaluation examples."""
+    from vegalm.evaluate.compare import Run, task_table
+
+    tables = {t: task_table(t, evals[t], {ex.key: c["predicts"] for ex in evals[t]}) for t, c in constants.items()}
+    return {(t, s): Run(r.path, t, s, tables[t]) for (t, s), r in tuned.items() if t in tables}
+
+
+def subset(arm: dict, tasks) -> dict:
+    return {k: r for k, r in arm.items() if k[0] in tasks}
 
 
 def _show(metrics: dict) -> str:

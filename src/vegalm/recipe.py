@@ -216,6 +216,12 @@ def _check_values(obj: Any, prefix: str, where: Where, problems: list[str]) -> N
                 problems.append(f"{where(key)}: {key}: must be >= 0 (got {value})")
 
 
+def _num_labels(task: str) -> int:
+    from vegalm.adapt.framing import num_labels  # imports torch: only when a recipe weights a task
+
+    return num_labels(task)
+
+
 def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
     """What depends on the package: task and source names, task lists, budget overrides."""
     from vegalm.data import nli
@@ -283,7 +289,7 @@ def _check_recipe(r: Recipe, where: Where, problems: list[str]) -> None:
             continue
         if value not in ("none", "balanced"):
             problems.append(f"{where(key)}: {key}: {value!r} is not one of none, balanced")
-        elif t in ("copa", "record"):
+        elif not _num_labels(t):
             problems.append(f"{where(key)}: {key}: {t} chooses among candidates; it has no classes to weight")
         else:
             weights[t] = value

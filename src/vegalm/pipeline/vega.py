@@ -223,14 +223,13 @@ def _finetune(r: Recipe, t: str, model: str, deps: list[str], env: dict[str, Any
         adv = {k: v for k, v in dataclasses.asdict(a).items() if k != "enabled"} if a.enabled else None
         predict_test = True
     train, limits = budget_train(budget, r.seed, precision)
-    weight = r.finetune.class_weight.get(t, "none")
-    if weight != "none":  # only when set: the steps of recipes without it keep their fingerprints
-        limits = limits | {"class_weight": weight}
     has_test = predict_test and get_task(t).split_path(data, "test").is_file()
     outputs = ["run/predictions/metrics.json", "run/predictions/val.jsonl", "run/best"]
     return Step(f"{'finetune' if arm == 'vega' else 'baseline'}/{t}", A.finetune_step,
                 {"task": t, "model": model, "max_length": r.length_for(t), "dropout": r.finetune.dropout,
                  "boolq_val_split": val_split, "adversarial": adv, "train": train, **limits,
-                 "predict_test": predict_test, "files": task_files(data, t)},
+                 "predict_test": predict_test, "files": task_files(data, t),
+                 # only when set: the steps of recipes without it keep their fingerprints
+                 **({"class_weight": w} if (w := r.finetune.class_weight.get(t, "none")) != "none" else {})},
                 deps=deps, env=env, kind="finetune", arm=arm, task=t,
                 outputs=outputs + (["run/predictions/test.jsonl"] if has_test else []))
